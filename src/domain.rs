@@ -1,0 +1,12 @@
+//! Domain types: everything the API accepts is parsed into these newtypes at
+//! the edge, so the store never sees an unchecked string. No I/O here.
+
+mod cursor;
+mod input;
+mod message;
+mod time;
+
+pub use cursor::{Cursor, OrderKey};
+pub use input::{ClientMessageId, Content, Metadata, ThreadId, ValidationError};
+pub use message::{Message, MessageId, NewMessage, Role};
+pub use time::Timestamp;

@@ -1,0 +1,85 @@
+//! The one error type of the API boundary, and the single place it becomes a
+//! GraphQL error with a stable `extensions.code`.
+//!
+//! It deliberately does not implement `Display`: async-graphql converts any
+//! `Display` type into a client-visible message, which is how database text
+//! leaks. Internal causes are logged here, once, and clients get a generic
+//! message.
+
+use async_graphql::ErrorExtensions;
+
+use crate::domain::ValidationError;
+use crate::store::StoreError;
+
+/// Stable error codes clients can branch on.
+pub mod code {
+    /// Query text did not parse.
+    pub const PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+    /// Query is not valid against the schema.
+    pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    /// An argument or variable is invalid.
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    /// Neither tier could take the write; nothing was stored.
+    pub const STORAGE_UNAVAILABLE: &str = "STORAGE_UNAVAILABLE";
+    /// An idempotency key was re-sent with a different payload.
+    pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+    /// Depth or complexity limit exceeded.
+    pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
+    /// Anything else; the message is generic.
+    pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
+}
+
+/// Everything a resolver can fail with.
+#[derive(Debug, Clone)]
+pub enum Error {
+    /// Invalid argument.
+    BadInput(ValidationError),
+    /// `clientMessageId` reused for a different payload.
+    IdempotencyKeyReused,
+    /// No tier can serve the request.
+    StorageUnavailable,
+    /// A bug or an unexpected failure; the string is for logs only.
+    Internal(String),
+}
+
+impl From<ValidationError> for Error {
+    fn from(e: ValidationError) -> Self {
+        Error::BadInput(e)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable => Error::StorageUnavailable,
+            StoreError::IdempotencyKeyReused => Error::IdempotencyKeyReused,
+            StoreError::Internal(msg) => Error::Internal(msg),
+        }
+    }
+}
+
+impl From<async_graphql::Error> for Error {
+    fn from(e: async_graphql::Error) -> Self {
+        Error::Internal(e.message)
+    }
+}
+
+impl From<Error> for async_graphql::Error {
+    fn from(e: Error) -> Self {
+        let (code, message) = match e {
+            Error::BadInput(v) => (code::BAD_USER_INPUT, v.to_string()),
+            Error::IdempotencyKeyReused => (
+                code::IDEMPOTENCY_KEY_REUSED,
+                "clientMessageId was already used in this thread for a different message".into(),
+            ),
+            Error::StorageUnavailable => {
+                (code::STORAGE_UNAVAILABLE, "storage is unavailable; the message was not stored".into())
+            }
+            Error::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                (code::INTERNAL, "internal server error".into())
+            }
+        };
+        async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code))
+    }
+}

@@ -1,0 +1,126 @@
+//! Live events: ONE Redis pub/sub connection per process, fanned out
+//! in-process to the subscribers of each thread.
+//!
+//! Pub/sub is only a wake-up signal. It can drop messages (a reconnect, a
+//! lagging receiver), so every event carries the createdAt of the message
+//! before it; a subscriber that finds a mismatch, or gets [`Event::Resync`],
+//! re-reads the gap from the store (see [`crate::feed`]).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bb8_redis::redis;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::Message;
+use crate::store::redis::{keys, messages::parse_body};
+
+/// Buffered events per thread before a slow receiver lags (and re-reads).
+const CHANNEL_CAPACITY: usize = 256;
+
+/// One event on a thread.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A message was saved.
+    Saved {
+        /// createdAt (µs) of the thread's previous message, when known.
+        prev: Option<i64>,
+        /// The message.
+        message: Arc<Message>,
+    },
+    /// Events may have been missed: re-read from the store.
+    Resync,
+}
+
+/// The in-process fan-out. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Events {
+    threads: Arc<Mutex<HashMap<String, broadcast::Sender<Event>>>>,
+}
+
+impl Events {
+    /// A receiver for one thread's events.
+    pub fn subscribe(&self, thread: &str) -> broadcast::Receiver<Event> {
+        // std Mutex: held for a map lookup only, never across an await.
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        threads.entry(thread.to_owned()).or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0).subscribe()
+    }
+
+    fn dispatch(&self, thread: &str, event: Event) {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = threads.get(thread) {
+            if tx.send(event).is_err() {
+                // Nobody listens any more.
+                threads.remove(thread);
+            }
+        }
+    }
+
+    /// Tells every subscriber to re-read (after a pub/sub reconnect).
+    pub fn resync_all(&self) {
+        let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        for tx in threads.values() {
+            let _ = tx.send(Event::Resync);
+        }
+    }
+
+    /// Announces a message saved through this instance while Redis was out
+    /// (pub/sub can't carry it). `prev` unknown: subscribers re-read.
+    pub fn publish_local(&self, m: &Message) {
+        self.dispatch(&m.thread_id, Event::Saved { prev: None, message: Arc::new(m.clone()) });
+    }
+
+    fn on_pubsub(&self, channel: &str, payload: &[u8]) {
+        let Some(thread) = channel.strip_prefix(keys::EVENT_PREFIX) else { return };
+        let Some(sep) = payload.iter().position(|b| *b == b'|') else { return };
+        let prev = std::str::from_utf8(&payload[..sep]).ok().and_then(|s| s.parse().ok());
+        match parse_body(&payload[sep + 1..]) {
+            Some(m) => self.dispatch(thread, Event::Saved { prev, message: Arc::new(m) }),
+            None => self.dispatch(thread, Event::Resync),
+        }
+    }
+
+    /// Keeps the pub/sub connection up until `stop`; after every (re)connect
+    /// all subscribers re-read, since events may have been missed meanwhile.
+    pub async fn run(self, client: redis::Client, timeout: Duration, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            let connected = tokio::time::timeout(timeout.max(Duration::from_millis(500)), async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.psubscribe(keys::EVENT_PATTERN).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            })
+            .await;
+            let mut pubsub = match connected {
+                Ok(Ok(p)) => p,
+                _ => {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            tracing::info!("pub/sub connected");
+            self.resync_all();
+            let mut messages = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    msg = messages.next() => match msg {
+                        Some(msg) => self.on_pubsub(msg.get_channel_name(), msg.get_payload_bytes()),
+                        None => break,
+                    }
+                }
+            }
+            tracing::warn!("pub/sub connection lost; reconnecting");
+        }
+    }
+}

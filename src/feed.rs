@@ -1,0 +1,108 @@
+//! The gap-free live feed of one subscriber (SPEC invariant 6).
+//!
+//! The subscriber remembers the last message it delivered. An event whose
+//! `prev` is exactly that message is delivered straight away (the fast path:
+//! no store read). Anything else — an unknown `prev`, a lagging receiver, a
+//! pub/sub reconnect, a resume with `after:` — re-reads everything after the
+//! last delivered message from the store, in thread order. Delivery is
+//! therefore exactly once and ordered whatever pub/sub loses or repeats.
+
+use std::{collections::VecDeque, time::Duration};
+
+use futures::Stream;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::domain::{Message, OrderKey, ThreadId};
+use crate::events::{Event, Events};
+use crate::store::{MessageStore, Order, PageQuery};
+
+const GAP_PAGE: u32 = 200;
+
+struct State {
+    store: MessageStore,
+    thread: ThreadId,
+    rx: broadcast::Receiver<Event>,
+    last: Option<OrderKey>,
+    started: bool,
+    resume: bool,
+    needs_fill: bool,
+    buffer: VecDeque<Message>,
+}
+
+/// Messages saved on `thread` after `after` (or after now when `None`).
+pub fn feed(store: MessageStore, events: &Events, thread: ThreadId, after: Option<OrderKey>) -> impl Stream<Item = Message> {
+    // Subscribe before reading the tail, so nothing saved in between is missed.
+    let rx = events.subscribe(thread.as_str());
+    let state = State { store, thread, rx, last: after, started: false, resume: after.is_some(), needs_fill: false, buffer: VecDeque::new() };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(m) = s.buffer.pop_front() {
+                s.last = Some(m.order_key());
+                return Some((m, s));
+            }
+            if !s.started {
+                s.started = true;
+                if !s.resume {
+                    s.last = s.tail().await;
+                }
+                s.needs_fill = true;
+                continue;
+            }
+            if s.needs_fill {
+                s.fill().await;
+                continue;
+            }
+            match s.rx.recv().await {
+                Ok(Event::Saved { prev, message }) => {
+                    let key = message.order_key();
+                    if s.last.is_some_and(|l| key <= l) {
+                        continue; // already delivered
+                    }
+                    let expected = s.last.map(|l| l.created_at.micros()).unwrap_or(0);
+                    if prev == Some(expected) {
+                        s.buffer.push_back((*message).clone());
+                    } else {
+                        s.needs_fill = true;
+                    }
+                }
+                Ok(Event::Resync) | Err(RecvError::Lagged(_)) => s.needs_fill = true,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+impl State {
+    /// The thread's newest message now; retried until a tier answers.
+    async fn tail(&mut self) -> Option<OrderKey> {
+        let q = PageQuery::Range { order: Order::Desc, after: None, before: None, limit: 1 };
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.store.page_messages(&self.thread, q).await {
+                Ok(page) => return page.first().map(Message::order_key),
+                Err(e) => {
+                    tracing::debug!(error = %e, "subscription tail read failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Reads the next page after `last`; a store outage is retried (the
+    /// subscription stays open and catches up when a tier is back).
+    async fn fill(&mut self) {
+        let q = PageQuery::Range { order: Order::Asc, after: self.last, before: None, limit: GAP_PAGE };
+        match self.store.page_messages(&self.thread, q).await {
+            Ok(page) => {
+                self.needs_fill = page.len() as u32 == GAP_PAGE;
+                let last = self.last;
+                self.buffer.extend(page.into_iter().filter(|m| last.is_none_or(|l| m.order_key() > l)));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "subscription gap read failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! `Query` and the `Thread` type.
+
+use async_graphql::{
+    connection::{Connection, Edge},
+    dataloader::DataLoader,
+    Context, Object, ID,
+};
+
+use super::loader::{MessageKey, MessageLoader};
+use super::types::{MessageNode, MessageOrder, StorageMetrics, TierLatency};
+use crate::domain::{Cursor, Message, MessageId, ThreadId, ValidationError};
+use crate::error::Error;
+use crate::metrics::{Metrics, Tier};
+use crate::store::{breaker::State, MessageStore, Order, Page, PageQuery};
+
+/// Largest page.
+pub const MAX_LIMIT: i32 = 200;
+/// Deepest offset.
+pub const MAX_OFFSET: i32 = 100_000;
+
+fn bounded(field: &'static str, v: i32, lo: i32, hi: i32) -> Result<u32, Error> {
+    if (lo..=hi).contains(&v) {
+        Ok(v as u32)
+    } else {
+        Err(ValidationError { field, reason: format!("must be between {lo} and {hi}") }.into())
+    }
+}
+
+/// Root queries.
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// A thread; one with no messages is empty, not an error.
+    async fn thread(&self, id: ID) -> Result<ThreadNode, Error> {
+        Ok(ThreadNode(ThreadId::parse(&id)?))
+    }
+
+    /// One message; null when unknown.
+    async fn message(&self, ctx: &Context<'_>, id: ID) -> Result<Option<MessageNode>, Error> {
+        let id = MessageId::parse(&id)?;
+        let store = ctx.data::<MessageStore>()?;
+        Ok(store.message(id).await?.map(MessageNode))
+    }
+
+    /// Tier latencies, cache hit ratio, breaker state, persistence queue.
+    async fn storage_metrics(&self, ctx: &Context<'_>) -> Result<StorageMetrics, Error> {
+        let metrics = ctx.data::<Metrics>()?;
+        let store = ctx.data::<MessageStore>()?;
+        let tier = |t| {
+            let p = metrics.tier_latency(t);
+            TierLatency { p50_ms: p.p50_ms, p99_ms: p.p99_ms, calls: p.count }
+        };
+        let (depth, pending, lag_ms, dead) = metrics.queue_snapshot();
+        let (saves, reads) = metrics.rates();
+        let breaker = match store.breaker().state() {
+            State::Closed { .. } => "CLOSED",
+            State::HalfOpen { .. } => "HALF_OPEN",
+            State::Open { .. } => "OPEN",
+        };
+        Ok(StorageMetrics {
+            redis: tier(Tier::Redis),
+            postgres: tier(Tier::Postgres),
+            cache_hit_ratio: metrics.cache_hit_ratio(),
+            breaker_state: breaker.into(),
+            failovers: metrics.failovers(),
+            failover_writes: metrics.failover_writes(),
+            persistence_queue_depth: depth,
+            persistence_pending: pending,
+            persistence_lag_ms: lag_ms,
+            dead_letters: dead,
+            persisted: metrics.persisted(),
+            saves_per_second: saves,
+            reads_per_second: reads,
+            active_subscriptions: metrics.active_subscriptions(),
+        })
+    }
+}
+
+/// A chat thread.
+pub struct ThreadNode(ThreadId);
+
+impl ThreadNode {
+    async fn read(&self, ctx: &Context<'_>, q: PageQuery) -> Result<Vec<Message>, Error> {
+        let store = ctx.data::<MessageStore>()?;
+        match store.page(&self.0, q).await? {
+            Page::Messages(m) => Ok(m),
+            Page::Keys(ids) => {
+                let loader = ctx.data::<DataLoader<MessageLoader>>()?;
+                let keys: Vec<MessageKey> = ids.iter().map(|id| MessageKey(self.0.clone(), *id)).collect();
+                let mut found = loader.load_many(keys.iter().cloned()).await?;
+                Ok(keys.iter().filter_map(|k| found.remove(k)).collect())
+            }
+        }
+    }
+}
+
+#[Object(name = "Thread")]
+impl ThreadNode {
+    /// The thread id.
+    async fn id(&self) -> ID {
+        ID(self.0.as_str().to_owned())
+    }
+
+    /// A page by offset. `limit` 1..=200, `offset` 0..=100000.
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] limit: i32,
+        #[graphql(default = 0)] offset: i32,
+        #[graphql(default_with = "MessageOrder::OldestFirst")] order: MessageOrder,
+    ) -> Result<Vec<MessageNode>, Error> {
+        let q = PageQuery::Offset {
+            order: order.into(),
+            offset: bounded("offset", offset, 0, MAX_OFFSET)?,
+            limit: bounded("limit", limit, 1, MAX_LIMIT)?,
+        };
+        Ok(self.read(ctx, q).await?.into_iter().map(MessageNode).collect())
+    }
+
+    /// Relay cursor connection, oldest first. `first`/`last` 1..=200.
+    async fn message_connection(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<Connection<String, MessageNode>, Error> {
+        let after = after.as_deref().map(Cursor::decode).transpose()?.map(|c| c.0);
+        let before = before.as_deref().map(Cursor::decode).transpose()?.map(|c| c.0);
+        let (order, n) = match (first, last) {
+            (Some(_), Some(_)) => {
+                return Err(ValidationError { field: "first", reason: "give first or last, not both".into() }.into())
+            }
+            (Some(f), None) => (Order::Asc, bounded("first", f, 1, MAX_LIMIT)?),
+            (None, Some(l)) => (Order::Desc, bounded("last", l, 1, MAX_LIMIT)?),
+            (None, None) => (Order::Asc, 50),
+        };
+        let mut page = self.read(ctx, PageQuery::Range { order, after, before, limit: n + 1 }).await?;
+        let more = page.len() > n as usize;
+        page.truncate(n as usize);
+        let mut conn = if order == Order::Asc {
+            Connection::new(after.is_some(), more)
+        } else {
+            page.reverse();
+            Connection::new(more, before.is_some())
+        };
+        conn.edges.extend(page.into_iter().map(|m| Edge::new(m.cursor().encode(), MessageNode(m))));
+        Ok(conn)
+    }
+
+    /// Messages in the thread.
+    async fn message_count(&self, ctx: &Context<'_>) -> Result<u64, Error> {
+        Ok(ctx.data::<MessageStore>()?.count(&self.0).await?)
+    }
+}

@@ -1,0 +1,32 @@
+//! Schema assembly with the limits that keep the service safe.
+
+use async_graphql::Schema;
+use tokio_util::sync::CancellationToken;
+
+use super::{codes::ErrorCodes, mutation::Mutation, query::Query, subscription::SubscriptionRoot};
+use crate::config::LimitSettings;
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::store::MessageStore;
+
+/// The service's schema type.
+pub type AppSchema = Schema<Query, Mutation, SubscriptionRoot>;
+
+/// The schema with its shared data. Depth 16 still admits GraphiQL's
+/// introspection query.
+pub fn build_schema(store: MessageStore, events: Events, metrics: Metrics, stop: CancellationToken, limits: &LimitSettings) -> AppSchema {
+    Schema::build(Query, Mutation, SubscriptionRoot)
+        .limit_depth(limits.max_query_depth)
+        .limit_complexity(limits.max_query_complexity)
+        .extension(ErrorCodes)
+        .data(store)
+        .data(events)
+        .data(metrics)
+        .data(stop)
+        .finish()
+}
+
+/// The SDL, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(Query, Mutation, SubscriptionRoot).finish().sdl()
+}

@@ -1,0 +1,46 @@
+//! `Subscription`: the gap-free feed of [`crate::feed`], ended cleanly when
+//! the server shuts down.
+
+use async_graphql::{Context, Subscription, ID};
+use futures::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::types::MessageNode;
+use crate::domain::{Cursor, ThreadId};
+use crate::error::Error;
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::store::MessageStore;
+
+/// Counts a live subscription for as long as its stream exists.
+struct Active(Metrics);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.subscriptions(-1);
+    }
+}
+
+/// Root subscriptions.
+pub struct SubscriptionRoot;
+
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// Every message saved on the thread after subscribing (or after the
+    /// `after` cursor: replayed first, then live), once each, in order.
+    async fn message_saved(&self, ctx: &Context<'_>, thread_id: ID, after: Option<String>) -> Result<impl Stream<Item = MessageNode>, Error> {
+        let thread = ThreadId::parse(&thread_id)?;
+        let after = after.as_deref().map(Cursor::decode).transpose()?.map(|c| c.0);
+        let store = ctx.data::<MessageStore>()?.clone();
+        let events = ctx.data::<Events>()?;
+        let stop = ctx.data::<CancellationToken>()?.clone();
+        let metrics = ctx.data::<Metrics>()?.clone();
+        metrics.subscriptions(1);
+        let active = Active(metrics);
+        let feed = crate::feed::feed(store, events, thread, after);
+        Ok(feed.take_until(stop.cancelled_owned()).map(move |m| {
+            let _ = &active;
+            MessageNode(m)
+        }))
+    }
+}

@@ -1,0 +1,29 @@
+//! `threadstore serve | migrate | schema`.
+
+use clap::Parser;
+use threadstore::{
+    config::{Cli, Command, LogFormat},
+    graphql, shutdown,
+    startup::Application,
+    store::postgres::PgTier,
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(settings) => {
+            telemetry::init(settings.log_format);
+            let app = Application::build(*settings).await?;
+            app.run_until_stopped(shutdown::signal()).await
+        }
+        Command::Migrate(db) => {
+            telemetry::init(LogFormat::Text);
+            PgTier::migrate(&db.database_url).await
+        }
+        Command::Schema => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
+    }
+}

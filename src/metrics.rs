@@ -1,0 +1,288 @@
+//! Metric names and recording helpers. Every number goes two ways: into the
+//! `metrics` facade (Prometheus text at `/metrics`) and into per-instance
+//! state that `storageMetrics` reads, so tests with several app instances in
+//! one process still see their own numbers.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// A storage tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Redis.
+    Redis,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Tier {
+    fn label(self) -> &'static str {
+        match self {
+            Tier::Redis => "redis",
+            Tier::Postgres => "postgres",
+        }
+    }
+}
+
+/// Latency percentiles of one tier, milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Percentiles {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Calls recorded.
+    pub count: u64,
+}
+
+/// Events per second over the last few seconds.
+#[derive(Default)]
+struct Rate(Mutex<VecDeque<(u64, u64)>>);
+
+const RATE_WINDOW_S: u64 = 10;
+
+impl Rate {
+    fn hit(&self, now_s: u64) {
+        if let Ok(mut q) = self.0.lock() {
+            match q.back_mut() {
+                Some((s, n)) if *s == now_s => *n += 1,
+                _ => q.push_back((now_s, 1)),
+            }
+            while q.front().is_some_and(|(s, _)| *s + RATE_WINDOW_S < now_s) {
+                q.pop_front();
+            }
+        }
+    }
+
+    fn per_second(&self, now_s: u64) -> f64 {
+        let Ok(q) = self.0.lock() else { return 0.0 };
+        let n: u64 = q.iter().filter(|(s, _)| *s + RATE_WINDOW_S > now_s && *s < now_s).map(|(_, n)| n).sum();
+        n as f64 / (RATE_WINDOW_S - 1) as f64
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    redis: Mutex<Option<Histogram<u64>>>,
+    postgres: Mutex<Option<Histogram<u64>>>,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    failovers: AtomicU64,
+    failover_writes: AtomicU64,
+    breaker_state: AtomicI64,
+    queue_depth: AtomicU64,
+    pending: AtomicU64,
+    lag_ms: AtomicU64,
+    dead_letters: AtomicU64,
+    persisted: AtomicU64,
+    subscriptions: AtomicI64,
+    saves: Rate,
+    reads: Rate,
+}
+
+/// Per-instance metrics handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+    started: Instant,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The process-wide Prometheus recorder. The `metrics` facade is global by
+/// design, so it is installed once per process and shared by instances.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+fn histogram() -> Option<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).ok()
+}
+
+fn percentiles(h: &Mutex<Option<Histogram<u64>>>) -> Percentiles {
+    let Ok(guard) = h.lock() else { return Percentiles::default() };
+    guard
+        .as_ref()
+        .map(|h| Percentiles {
+            p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+            count: h.len(),
+        })
+        .unwrap_or_default()
+}
+
+impl Metrics {
+    /// Fresh per-instance state (and the process recorder, once).
+    pub fn new() -> Self {
+        prometheus();
+        let inner = Inner { redis: Mutex::new(histogram()), postgres: Mutex::new(histogram()), ..Inner::default() };
+        Self { inner: Arc::new(inner), started: Instant::now() }
+    }
+
+    fn now_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// One call to a tier.
+    pub fn tier_call(&self, tier: Tier, op: &'static str, took: Duration, ok: bool) {
+        metrics::histogram!("threadstore_tier_call_seconds", "tier" => tier.label(), "op" => op).record(took.as_secs_f64());
+        if !ok {
+            metrics::counter!("threadstore_tier_errors_total", "tier" => tier.label(), "op" => op).increment(1);
+        }
+        let h = match tier {
+            Tier::Redis => &self.inner.redis,
+            Tier::Postgres => &self.inner.postgres,
+        };
+        if let Ok(mut h) = h.lock() {
+            if let Some(h) = h.as_mut() {
+                let _ = h.record((took.as_micros() as u64).max(1));
+            }
+        }
+    }
+
+    /// Latency percentiles of a tier since start.
+    pub fn tier_latency(&self, tier: Tier) -> Percentiles {
+        match tier {
+            Tier::Redis => percentiles(&self.inner.redis),
+            Tier::Postgres => percentiles(&self.inner.postgres),
+        }
+    }
+
+    /// Message bodies found in / missing from Redis.
+    pub fn cache(&self, hits: u64, misses: u64) {
+        self.inner.cache_hits.fetch_add(hits, Ordering::Relaxed);
+        self.inner.cache_misses.fetch_add(misses, Ordering::Relaxed);
+        metrics::counter!("threadstore_cache_hits_total").increment(hits);
+        metrics::counter!("threadstore_cache_misses_total").increment(misses);
+    }
+
+    /// Hit ratio of the body cache (0 when nothing was read).
+    pub fn cache_hit_ratio(&self) -> f64 {
+        let h = self.inner.cache_hits.load(Ordering::Relaxed) as f64;
+        let m = self.inner.cache_misses.load(Ordering::Relaxed) as f64;
+        if h + m == 0.0 {
+            0.0
+        } else {
+            h / (h + m)
+        }
+    }
+
+    /// Breaker state: 0 closed, 1 half-open, 2 open.
+    pub fn breaker_state(&self, state: i64, label: &'static str, opened: bool) {
+        self.inner.breaker_state.store(state, Ordering::Relaxed);
+        metrics::gauge!("threadstore_breaker_state").set(state as f64);
+        metrics::counter!("threadstore_breaker_transitions_total", "to" => label).increment(1);
+        if opened {
+            self.inner.failovers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Times the breaker opened.
+    pub fn failovers(&self) -> u64 {
+        self.inner.failovers.load(Ordering::Relaxed)
+    }
+
+    /// A save written straight to PostgreSQL.
+    pub fn failover_write(&self) {
+        self.inner.failover_writes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("threadstore_failover_writes_total").increment(1);
+    }
+
+    /// Saves written straight to PostgreSQL since start.
+    pub fn failover_writes(&self) -> u64 {
+        self.inner.failover_writes.load(Ordering::Relaxed)
+    }
+
+    /// An acknowledged save.
+    pub fn save(&self) {
+        self.inner.saves.hit(self.now_s());
+        metrics::counter!("threadstore_saves_total").increment(1);
+    }
+
+    /// A thread read.
+    pub fn read(&self) {
+        self.inner.reads.hit(self.now_s());
+        metrics::counter!("threadstore_reads_total").increment(1);
+    }
+
+    /// Saves and reads per second over the last 10 s.
+    pub fn rates(&self) -> (f64, f64) {
+        let now = self.now_s();
+        (self.inner.saves.per_second(now), self.inner.reads.per_second(now))
+    }
+
+    /// Persistence queue health, as last polled.
+    pub fn queue(&self, depth: u64, pending: u64, lag_ms: u64, dead_letters: u64) {
+        self.inner.queue_depth.store(depth, Ordering::Relaxed);
+        self.inner.pending.store(pending, Ordering::Relaxed);
+        self.inner.lag_ms.store(lag_ms, Ordering::Relaxed);
+        self.inner.dead_letters.store(dead_letters, Ordering::Relaxed);
+        metrics::gauge!("threadstore_persist_queue_depth").set(depth as f64);
+        metrics::gauge!("threadstore_persist_pending").set(pending as f64);
+        metrics::gauge!("threadstore_persist_lag_seconds").set(lag_ms as f64 / 1000.0);
+        metrics::gauge!("threadstore_dead_letters").set(dead_letters as f64);
+    }
+
+    /// (depth, pending, lag ms, dead letters).
+    pub fn queue_snapshot(&self) -> (u64, u64, u64, u64) {
+        let i = &self.inner;
+        (
+            i.queue_depth.load(Ordering::Relaxed),
+            i.pending.load(Ordering::Relaxed),
+            i.lag_ms.load(Ordering::Relaxed),
+            i.dead_letters.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A batch committed to PostgreSQL.
+    pub fn persisted_batch(&self, size: usize) {
+        self.inner.persisted.fetch_add(size as u64, Ordering::Relaxed);
+        metrics::histogram!("threadstore_persist_batch_size").record(size as f64);
+        metrics::counter!("threadstore_persisted_total").increment(size as u64);
+    }
+
+    /// Messages persisted since start.
+    pub fn persisted(&self) -> u64 {
+        self.inner.persisted.load(Ordering::Relaxed)
+    }
+
+    /// An entry moved to the dead-letter stream.
+    pub fn dead_lettered(&self) {
+        metrics::counter!("threadstore_dead_lettered_total").increment(1);
+    }
+
+    /// A subscription started (+1) or ended (-1).
+    pub fn subscriptions(&self, delta: i64) {
+        let now = self.inner.subscriptions.fetch_add(delta, Ordering::Relaxed) + delta;
+        metrics::gauge!("threadstore_active_subscriptions").set(now as f64);
+    }
+
+    /// Active subscriptions.
+    pub fn active_subscriptions(&self) -> i64 {
+        self.inner.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Current breaker state number.
+    pub fn breaker_state_now(&self) -> i64 {
+        self.inner.breaker_state.load(Ordering::Relaxed)
+    }
+}

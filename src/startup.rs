@@ -1,0 +1,191 @@
+//! `Application::build` wires the tiers, checks Redis is safe to trust,
+//! migrates, spawns the long-lived tasks (all tracked), and binds the
+//! listener (port 0 in tests). Tests and `main` share this one build path.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::config::{RedisSettings, Settings};
+use crate::events::Events;
+use crate::graphql::build_schema;
+use crate::http::{router, AppState};
+use crate::metrics::Metrics;
+use crate::store::{
+    breaker::Breaker,
+    persister::{self, Persister},
+    postgres::PgTier,
+    redis::RedisTier,
+    MessageStore, StoreConfig,
+};
+
+/// How long shutdown waits for tasks before giving up.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// A built, not yet serving, instance.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    store: MessageStore,
+    metrics: Metrics,
+    settings: Settings,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Application {
+    /// Builds everything and spawns the background tasks.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        PgTier::migrate(&settings.database.database_url).await.context("migrating PostgreSQL")?;
+        let db = &settings.database;
+        let pg = PgTier::new(&db.database_url, db.pg_pool_size, db.timeout(), metrics.clone())?;
+        let r = &settings.redis;
+        let redis = RedisTier::new(&r.redis_url, r.redis_pool_size, r.timeout(), metrics.clone())?;
+        check_redis(&redis, r).await?;
+
+        let breaker = Arc::new(Breaker::new(
+            r.breaker_failure_threshold,
+            r.breaker_cooldown(),
+            r.breaker_half_open_probes,
+            r.force_failover,
+            metrics.clone(),
+        ));
+        let events = Events::default();
+        let config = StoreConfig {
+            cache_ttl_s: r.cache_ttl().as_secs(),
+            idempotency_ttl_s: r.idempotency_ttl().as_secs(),
+            window: r.thread_window.max(1),
+        };
+        let store = MessageStore::new(redis.clone(), pg, breaker, events.clone(), config, metrics.clone());
+        if !r.force_failover {
+            // A previous process may have failed over and died before Redis
+            // came back: bring Redis up to date before taking saves.
+            let _ = store.reconcile().await;
+        }
+
+        let listener = TcpListener::bind(settings.listen_addr).await.context("binding the listen address")?;
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let schema = build_schema(store.clone(), events.clone(), metrics.clone(), stop.clone(), &settings.limits);
+        let router = router(AppState { schema, store: store.clone() }, settings.limits.max_body_bytes);
+
+        tracker.spawn(events.run(redis.client().clone(), redis.timeout(), stop.clone()));
+        tracker.spawn(persister::stats_loop(redis.clone(), metrics.clone(), stop.clone()));
+        let app = Self { listener, router, store, metrics, settings, stop, tracker };
+        if app.settings.persist.persister_enabled {
+            let persister = app.persister(app.consumer_name()?);
+            app.tracker.spawn(persister.run(app.stop.clone()));
+        }
+        Ok(app)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The storage facade (tests inspect through it).
+    pub fn store(&self) -> &MessageStore {
+        &self.store
+    }
+
+    /// This instance's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Cancelling this token shuts the instance down.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// A persister for this instance's tiers (tests drive it step by step).
+    pub fn persister(&self, consumer: String) -> Persister {
+        Persister::new(
+            self.store.redis().clone(),
+            self.store.pg().clone(),
+            self.settings.persist.clone(),
+            consumer,
+            self.settings.redis.cache_ttl().as_secs(),
+            self.metrics.clone(),
+        )
+    }
+
+    fn consumer_name(&self) -> anyhow::Result<String> {
+        if let Some(name) = &self.settings.persist.consumer_name {
+            return Ok(name.clone());
+        }
+        // Stable across restarts on the same host and port, so a restarted
+        // process picks up its own pending entries at once.
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "threadstore".into());
+        Ok(format!("{}-{}", host.trim(), self.port()))
+    }
+
+    /// Serves until `shutdown` resolves or the stop token is cancelled, then
+    /// drains (see [`crate::shutdown`]).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let stop = self.stop.clone();
+        tracing::info!(addr = %self.local_addr()?, "serving GraphQL on /graphql, GraphiQL on /");
+        let signalled = stop.clone();
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown => {},
+                _ = signalled.cancelled() => {},
+            }
+        });
+        let served = tokio::spawn(async move { server.await });
+        let result = served.await;
+        stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(DRAIN_DEADLINE, self.tracker.wait()).await.is_err() {
+            tracing::error!("background tasks did not stop within the deadline");
+        }
+        tracing::info!("stopped");
+        result.context("server task")?.context("server")
+    }
+}
+
+/// Refuses a Redis that can lose acknowledged writes, unless explicitly
+/// accepted. An unreachable Redis is not fatal: the service fails over.
+async fn check_redis(redis: &RedisTier, s: &RedisSettings) -> anyhow::Result<()> {
+    let (aof, policy, fsync) = match tokio::try_join!(
+        redis.config_get("appendonly"),
+        redis.config_get("maxmemory-policy"),
+        redis.config_get("appendfsync")
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis unreachable at start; serving from PostgreSQL until it answers");
+            return Ok(());
+        }
+    };
+    let mut risks = Vec::new();
+    if aof.as_deref() != Some("yes") {
+        risks.push("appendonly is not 'yes': a Redis crash loses acknowledged saves".to_string());
+    }
+    if let Some(p) = policy.as_deref().filter(|p| p.starts_with("allkeys-")) {
+        risks.push(format!("maxmemory-policy {p} can evict unpersisted messages"));
+    }
+    if !risks.is_empty() {
+        if s.allow_unsafe_redis {
+            for r in &risks {
+                tracing::warn!(risk = %r, "ALLOW_UNSAFE_REDIS is set: starting anyway");
+            }
+        } else {
+            bail!("refusing to start: {} (set ALLOW_UNSAFE_REDIS=true to accept the risk)", risks.join("; "));
+        }
+    }
+    if fsync.as_deref() != Some("always") {
+        tracing::warn!(appendfsync = ?fsync, "appendfsync is not 'always': a host crash can lose up to ~1 s of acknowledged saves");
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! `MessageStore`: the single storage facade resolvers use.
+//!
+//! - **Write path.** A save is one atomic Redis script (idempotency check,
+//!   createdAt from Redis `TIME`, body, thread index, persistence Stream,
+//!   pub/sub wake-up). It is acknowledged after that one round trip;
+//!   durability in PostgreSQL follows through the [`persister`].
+//! - **Failover.** When the [`breaker`] is open, or a Redis call fails, the
+//!   save is written straight to PostgreSQL in one transaction under the
+//!   thread's row lock, acknowledged after COMMIT, and announced to this
+//!   instance's subscribers directly. If neither tier takes it:
+//!   `STORAGE_UNAVAILABLE`, nothing stored.
+//! - **Read path.** Pages come from the Redis thread index when it is warm
+//!   and covers the range; otherwise from PostgreSQL merged with the messages
+//!   Redis still holds unpersisted (read first, so a message persisted in
+//!   between is seen by one side or the other), and the index is re-primed.
+//!   While Redis is out, PostgreSQL alone answers: unpersisted messages
+//!   stranded in Redis are invisible until it returns (README, guarantees).
+
+pub mod breaker;
+pub mod persister;
+pub mod postgres;
+pub mod redis;
+mod reads;
+
+pub use reads::Page;
+mod reconcile;
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use crate::domain::{Message, NewMessage, OrderKey};
+use crate::events::Events;
+use crate::metrics::Metrics;
+use breaker::{Breaker, Route};
+use postgres::{FailoverOutcome, PgTier};
+use redis::{messages::SaveOutcome, RedisTier};
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Oldest first.
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// What part of a thread to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageQuery {
+    /// `limit` messages after skipping `offset`, in `order`.
+    Offset {
+        /// Direction.
+        order: Order,
+        /// Skipped messages.
+        offset: u32,
+        /// Page size.
+        limit: u32,
+    },
+    /// Up to `limit` messages strictly between the cursors, in `order`
+    /// (the first ones in that order).
+    Range {
+        /// Direction.
+        order: Order,
+        /// Exclusive lower bound.
+        after: Option<OrderKey>,
+        /// Exclusive upper bound.
+        before: Option<OrderKey>,
+        /// Page size.
+        limit: u32,
+    },
+    /// Only the message count.
+    Count,
+}
+
+/// Storage failures as the API sees them.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Neither tier can serve; nothing was stored.
+    #[error("storage unavailable")]
+    Unavailable,
+    /// Idempotency key reused with another payload.
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
+    /// Unexpected failure (the text is for logs).
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Tunables of the store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreConfig {
+    /// TTL of persisted cache entries, seconds.
+    pub cache_ttl_s: u64,
+    /// Idempotency key retention, seconds.
+    pub idempotency_ttl_s: u64,
+    /// Thread index window.
+    pub window: u32,
+}
+
+/// The storage facade. Cheap to clone.
+#[derive(Clone)]
+pub struct MessageStore {
+    redis: RedisTier,
+    pg: PgTier,
+    breaker: Arc<Breaker>,
+    events: Events,
+    config: StoreConfig,
+    metrics: Metrics,
+    /// Set when PostgreSQL may hold failover writes Redis has not seen.
+    needs_reconcile: Arc<AtomicBool>,
+}
+
+impl MessageStore {
+    /// Assembles the facade.
+    pub fn new(redis: RedisTier, pg: PgTier, breaker: Arc<Breaker>, events: Events, config: StoreConfig, metrics: Metrics) -> Self {
+        // Start-up assumes a previous process may have failed over.
+        let needs_reconcile = Arc::new(AtomicBool::new(true));
+        Self { redis, pg, breaker, events, config, metrics, needs_reconcile }
+    }
+
+    /// The Redis tier (persister, readiness).
+    pub fn redis(&self) -> &RedisTier {
+        &self.redis
+    }
+
+    /// The PostgreSQL tier (persister, readiness).
+    pub fn pg(&self) -> &PgTier {
+        &self.pg
+    }
+
+    /// The breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// Where the next Redis call goes. A half-open probe first brings Redis
+    /// up to date with failover writes, so a message written to PostgreSQL
+    /// during the outage can't be duplicated or reordered once Redis is back.
+    async fn route(&self) -> Route {
+        let route = self.breaker.route();
+        if route == Route::Probe && self.needs_reconcile.load(Ordering::Acquire) && self.reconcile().await.is_err() {
+            self.breaker.record(route, false);
+            return Route::Fallback;
+        }
+        route
+    }
+
+    /// Saves a message (see the module docs for the tiers).
+    #[tracing::instrument(skip_all, fields(thread_id = %new.thread_id, message_id = %new.id))]
+    pub async fn save(&self, new: NewMessage) -> Result<Message, StoreError> {
+        let route = self.route().await;
+        if route != Route::Fallback {
+            let c = self.config;
+            match self.redis.save(&new, c.idempotency_ttl_s, c.window, c.cache_ttl_s).await {
+                Ok(SaveOutcome::Saved(m)) => {
+                    self.breaker.record(route, true);
+                    self.metrics.save();
+                    return Ok(m);
+                }
+                Ok(SaveOutcome::Duplicate(id, cached)) => {
+                    self.breaker.record(route, true);
+                    let original = match cached {
+                        Some(m) => Some(m),
+                        None => self.pg.by_ids(&[id]).await.map_err(|_| StoreError::Unavailable)?.into_iter().next(),
+                    };
+                    let original = original.ok_or_else(|| StoreError::Internal(format!("idempotent original {id} not found")))?;
+                    return same_or_conflict(&new, original);
+                }
+                Err(fault) => {
+                    // Fall back for this request too: the id was fixed
+                    // before the call, so if Redis did apply it (ambiguous
+                    // timeout) both copies are the same message and the
+                    // idempotent insert keeps one.
+                    tracing::warn!(%fault, "redis save failed; writing to postgres");
+                    self.breaker.record(route, false);
+                }
+            }
+        }
+        self.save_failover(new).await
+    }
+
+    async fn save_failover(&self, new: NewMessage) -> Result<Message, StoreError> {
+        match self.pg.save(&new).await {
+            Ok(FailoverOutcome::Saved(m)) => {
+                self.needs_reconcile.store(true, Ordering::Release);
+                self.metrics.failover_write();
+                self.metrics.save();
+                self.events.publish_local(&m);
+                Ok(m)
+            }
+            Ok(FailoverOutcome::Existing(m)) => same_or_conflict(&new, m),
+            Err(fault) => {
+                tracing::error!(%fault, "failover save failed: neither tier can take the write");
+                Err(StoreError::Unavailable)
+            }
+        }
+    }
+}
+
+fn same_or_conflict(new: &NewMessage, original: Message) -> Result<Message, StoreError> {
+    if new.same_payload(&original) {
+        Ok(original)
+    } else {
+        Err(StoreError::IdempotencyKeyReused)
+    }
+}
