@@ -58,7 +58,9 @@ fn request_data(store: &MessageStore) -> Data {
 }
 
 async fn graphql_post(State(state): State<AppState>, req: GraphQLRequest) -> GraphQLResponse {
-    let req = req.into_inner().data(loader::per_request(state.store.clone()));
+    let req = req
+        .into_inner()
+        .data(loader::per_request(state.store.clone()));
     state.schema.execute(req).await.into()
 }
 
@@ -66,7 +68,10 @@ async fn graphql_post(State(state): State<AppState>, req: GraphQLRequest) -> Gra
 /// image tag can't write), and upgrades WebSockets.
 async fn graphql_get(
     State(state): State<AppState>,
-    protocol: Result<GraphQLProtocol, <GraphQLProtocol as axum::extract::FromRequestParts<AppState>>::Rejection>,
+    protocol: Result<
+        GraphQLProtocol,
+        <GraphQLProtocol as axum::extract::FromRequestParts<AppState>>::Rejection,
+    >,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -75,7 +80,11 @@ async fn graphql_get(
         let data = request_data(&state.store);
         return upgrade
             .protocols(ALL_WEBSOCKET_PROTOCOLS)
-            .on_upgrade(move |socket| GraphQLWebSocket::new(socket, schema, protocol).with_data(data).serve())
+            .on_upgrade(move |socket| {
+                GraphQLWebSocket::new(socket, schema, protocol)
+                    .with_data(data)
+                    .serve()
+            })
             .into_response();
     }
     let req = match parse_query_string(query.as_deref().unwrap_or_default()) {
@@ -83,8 +92,16 @@ async fn graphql_get(
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     if let Ok(doc) = async_graphql::parser::parse_query(&req.query) {
-        if doc.operations.iter().any(|(_, op)| op.node.ty != OperationType::Query) {
-            return (StatusCode::METHOD_NOT_ALLOWED, [("allow", "POST")], "mutations and subscriptions need POST or WebSocket")
+        if doc
+            .operations
+            .iter()
+            .any(|(_, op)| op.node.ty != OperationType::Query)
+        {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [("allow", "POST")],
+                "mutations and subscriptions need POST or WebSocket",
+            )
                 .into_response();
         }
     }
@@ -93,11 +110,19 @@ async fn graphql_get(
 }
 
 async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql")
+            .finish(),
+    )
 }
 
 async fn metrics() -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], prometheus().render())
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        prometheus().render(),
+    )
 }
 
 /// Ready when at least one tier can take writes: PostgreSQL alone is enough
@@ -105,6 +130,10 @@ async fn metrics() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> Response {
     let (redis, pg) = tokio::join!(state.store.redis().ping(), state.store.pg().ping());
     let body = serde_json::json!({ "redis": redis.is_ok(), "postgres": pg.is_ok() });
-    let status = if redis.is_ok() || pg.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if redis.is_ok() || pg.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }

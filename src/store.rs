@@ -19,8 +19,8 @@
 pub mod breaker;
 pub mod persister;
 pub mod postgres;
-pub mod redis;
 mod reads;
+pub mod redis;
 
 pub use reads::Page;
 mod reconcile;
@@ -114,10 +114,25 @@ pub struct MessageStore {
 
 impl MessageStore {
     /// Assembles the facade.
-    pub fn new(redis: RedisTier, pg: PgTier, breaker: Arc<Breaker>, events: Events, config: StoreConfig, metrics: Metrics) -> Self {
+    pub fn new(
+        redis: RedisTier,
+        pg: PgTier,
+        breaker: Arc<Breaker>,
+        events: Events,
+        config: StoreConfig,
+        metrics: Metrics,
+    ) -> Self {
         // Start-up assumes a previous process may have failed over.
         let needs_reconcile = Arc::new(AtomicBool::new(true));
-        Self { redis, pg, breaker, events, config, metrics, needs_reconcile }
+        Self {
+            redis,
+            pg,
+            breaker,
+            events,
+            config,
+            metrics,
+            needs_reconcile,
+        }
     }
 
     /// The Redis tier (persister, readiness).
@@ -140,7 +155,10 @@ impl MessageStore {
     /// during the outage can't be duplicated or reordered once Redis is back.
     async fn route(&self) -> Route {
         let route = self.breaker.route();
-        if route == Route::Probe && self.needs_reconcile.load(Ordering::Acquire) && self.reconcile().await.is_err() {
+        if route == Route::Probe
+            && self.needs_reconcile.load(Ordering::Acquire)
+            && self.reconcile().await.is_err()
+        {
             self.breaker.record(route, false);
             return Route::Fallback;
         }
@@ -153,19 +171,46 @@ impl MessageStore {
         let route = self.route().await;
         if route != Route::Fallback {
             let c = self.config;
-            match self.redis.save(&new, c.idempotency_ttl_s, c.window, c.cache_ttl_s).await {
+            let mut outcome = self
+                .redis
+                .save(&new, true, c.idempotency_ttl_s, c.window, c.cache_ttl_s)
+                .await;
+            if let Ok(SaveOutcome::Cold) = outcome {
+                if let Some(found) = self.known_key(&new).await? {
+                    self.breaker.record(route, true);
+                    return same_or_conflict(&new, found);
+                }
+                outcome = self
+                    .redis
+                    .save(&new, false, c.idempotency_ttl_s, c.window, c.cache_ttl_s)
+                    .await;
+            }
+            match outcome {
                 Ok(SaveOutcome::Saved(m)) => {
                     self.breaker.record(route, true);
                     self.metrics.save();
                     return Ok(m);
                 }
+                Ok(SaveOutcome::Cold) => {
+                    return Err(StoreError::Internal(
+                        "save script answered cold twice".into(),
+                    ))
+                }
                 Ok(SaveOutcome::Duplicate(id, cached)) => {
                     self.breaker.record(route, true);
                     let original = match cached {
                         Some(m) => Some(m),
-                        None => self.pg.by_ids(&[id]).await.map_err(|_| StoreError::Unavailable)?.into_iter().next(),
+                        None => self
+                            .pg
+                            .by_ids(&[id])
+                            .await
+                            .map_err(|_| StoreError::Unavailable)?
+                            .into_iter()
+                            .next(),
                     };
-                    let original = original.ok_or_else(|| StoreError::Internal(format!("idempotent original {id} not found")))?;
+                    let original = original.ok_or_else(|| {
+                        StoreError::Internal(format!("idempotent original {id} not found"))
+                    })?;
                     return same_or_conflict(&new, original);
                 }
                 Err(fault) => {
@@ -179,6 +224,31 @@ impl MessageStore {
             }
         }
         self.save_failover(new).await
+    }
+
+    /// A keyed save on a cold thread: PostgreSQL may know the key (its
+    /// unique index keeps every key for good). Remembered in Redis again.
+    async fn known_key(&self, new: &NewMessage) -> Result<Option<Message>, StoreError> {
+        let Some(key) = &new.client_message_id else {
+            return Ok(None);
+        };
+        let found = self
+            .pg
+            .by_client_id(&new.thread_id, key.as_str())
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        if let Some(m) = &found {
+            let _ = self
+                .redis
+                .remember_key(
+                    &new.thread_id,
+                    key.as_str(),
+                    &m.id,
+                    self.config.idempotency_ttl_s,
+                )
+                .await;
+        }
+        Ok(found)
     }
 
     async fn save_failover(&self, new: NewMessage) -> Result<Message, StoreError> {

@@ -6,9 +6,13 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe, NextValidation},
+    extensions::{
+        Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe,
+        NextValidation,
+    },
+    futures_util::stream::BoxStream,
     parser::types::ExecutableDocument,
-    futures_util::stream::BoxStream, Response, ServerError, ServerResult, ValidationResult, Variables,
+    Response, ServerError, ServerResult, ValidationResult, Variables,
 };
 use futures::StreamExt;
 
@@ -26,12 +30,16 @@ impl ExtensionFactory for ErrorCodes {
 struct ErrorCodesExtension;
 
 fn has_code(e: &ServerError) -> bool {
-    e.extensions.as_ref().is_some_and(|x| x.get("code").is_some())
+    e.extensions
+        .as_ref()
+        .is_some_and(|x| x.get("code").is_some())
 }
 
 fn with_code(mut e: ServerError, c: &str) -> ServerError {
     if !has_code(&e) {
-        e.extensions.get_or_insert_with(Default::default).set("code", c);
+        e.extensions
+            .get_or_insert_with(Default::default)
+            .set("code", c);
     }
     e
 }
@@ -70,7 +78,8 @@ fn finish(mut resp: Response) -> Response {
                 with_code(e, code::QUERY_TOO_COMPLEX)
             } else {
                 tracing::error!(message = %e.message, "unlabelled GraphQL error");
-                let mut generic = ServerError::new("internal server error", e.locations.first().copied());
+                let mut generic =
+                    ServerError::new("internal server error", e.locations.first().copied());
                 generic.path = e.path;
                 with_code(generic, code::INTERNAL)
             }
@@ -85,7 +94,12 @@ impl Extension for ErrorCodesExtension {
         finish(next.run(ctx).await)
     }
 
-    fn subscribe<'s>(&self, ctx: &ExtensionContext<'_>, stream: BoxStream<'s, Response>, next: NextSubscribe<'_>) -> BoxStream<'s, Response> {
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
         Box::pin(next.run(ctx, stream).map(finish))
     }
 
@@ -96,10 +110,18 @@ impl Extension for ErrorCodesExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        next.run(ctx, query, variables).await.map_err(|e| with_code(e, code::PARSE_FAILED))
+        next.run(ctx, query, variables)
+            .await
+            .map_err(|e| with_code(e, code::PARSE_FAILED))
     }
 
-    async fn validation(&self, ctx: &ExtensionContext<'_>, next: NextValidation<'_>) -> Result<ValidationResult, Vec<ServerError>> {
-        next.run(ctx).await.map_err(|errs| errs.into_iter().map(classify_validation).collect())
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx)
+            .await
+            .map_err(|errs| errs.into_iter().map(classify_validation).collect())
     }
 }

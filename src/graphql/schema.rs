@@ -14,7 +14,13 @@ pub type AppSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 /// The schema with its shared data. Depth 16 still admits GraphiQL's
 /// introspection query.
-pub fn build_schema(store: MessageStore, events: Events, metrics: Metrics, stop: CancellationToken, limits: &LimitSettings) -> AppSchema {
+pub fn build_schema(
+    store: MessageStore,
+    events: Events,
+    metrics: Metrics,
+    stop: CancellationToken,
+    limits: &LimitSettings,
+) -> AppSchema {
     Schema::build(Query, Mutation, SubscriptionRoot)
         .limit_depth(limits.max_query_depth)
         .limit_complexity(limits.max_query_complexity)
@@ -28,5 +34,7 @@ pub fn build_schema(store: MessageStore, events: Events, metrics: Metrics, stop:
 
 /// The SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, SubscriptionRoot).finish().sdl()
+    Schema::build(Query, Mutation, SubscriptionRoot)
+        .finish()
+        .sdl()
 }

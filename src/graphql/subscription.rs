@@ -28,9 +28,18 @@ pub struct SubscriptionRoot;
 impl SubscriptionRoot {
     /// Every message saved on the thread after subscribing (or after the
     /// `after` cursor: replayed first, then live), once each, in order.
-    async fn message_saved(&self, ctx: &Context<'_>, thread_id: ID, after: Option<String>) -> Result<impl Stream<Item = MessageNode>, Error> {
+    async fn message_saved(
+        &self,
+        ctx: &Context<'_>,
+        thread_id: ID,
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = MessageNode>, Error> {
         let thread = ThreadId::parse(&thread_id)?;
-        let after = after.as_deref().map(Cursor::decode).transpose()?.map(|c| c.0);
+        let after = after
+            .as_deref()
+            .map(Cursor::decode)
+            .transpose()?
+            .map(|c| c.0);
         let store = ctx.data::<MessageStore>()?.clone();
         let events = ctx.data::<Events>()?;
         let stop = ctx.data::<CancellationToken>()?.clone();

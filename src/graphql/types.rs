@@ -1,7 +1,10 @@
 //! GraphQL object, input and scalar types. Inputs are raw here and parsed
 //! into domain types by the resolvers; outputs wrap domain types.
 
-use async_graphql::{Enum, InputObject, InputValueError, InputValueResult, Json, Object, Scalar, ScalarType, SimpleObject, Value, ID};
+use async_graphql::{
+    Enum, InputObject, InputValueError, InputValueResult, Json, Object, Scalar, ScalarType,
+    SimpleObject, Value, ID,
+};
 
 use crate::domain::{Message, Role, Timestamp};
 use crate::store::Order;
@@ -13,7 +16,9 @@ pub struct DateTime(pub Timestamp);
 impl ScalarType for DateTime {
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
-            Value::String(s) => Timestamp::parse_rfc3339(s).map(DateTime).ok_or_else(|| InputValueError::custom("not an RFC 3339 timestamp")),
+            Value::String(s) => Timestamp::parse_rfc3339(s)
+                .map(DateTime)
+                .ok_or_else(|| InputValueError::custom("not an RFC 3339 timestamp")),
             _ => Err(InputValueError::expected_type(value)),
         }
     }

@@ -60,18 +60,39 @@ pub struct Breaker {
 
 impl Breaker {
     /// A closed breaker (or a permanently open one when `forced_open`).
-    pub fn new(threshold: u32, cooldown: Duration, probes: u32, forced_open: bool, metrics: Metrics) -> Self {
-        let state = if forced_open { State::Open { until: Instant::now() } } else { State::Closed { failures: 0 } };
+    pub fn new(
+        threshold: u32,
+        cooldown: Duration,
+        probes: u32,
+        forced_open: bool,
+        metrics: Metrics,
+    ) -> Self {
+        let state = if forced_open {
+            State::Open {
+                until: Instant::now(),
+            }
+        } else {
+            State::Closed { failures: 0 }
+        };
         if forced_open {
             metrics.breaker_state(2, "open", false);
             tracing::warn!("Redis circuit breaker forced open: PostgreSQL-only mode");
         }
-        Self { state: Mutex::new(state), threshold: threshold.max(1), cooldown, probes: probes.max(1), forced_open, metrics }
+        Self {
+            state: Mutex::new(state),
+            threshold: threshold.max(1),
+            cooldown,
+            probes: probes.max(1),
+            forced_open,
+            metrics,
+        }
     }
 
     /// Current state.
     pub fn state(&self) -> State {
-        self.state.lock().map(|s| *s).unwrap_or(State::Open { until: Instant::now() })
+        self.state.lock().map(|s| *s).unwrap_or(State::Open {
+            until: Instant::now(),
+        })
     }
 
     /// Whether Redis is out of use (open, or half-open with all probe slots taken).
@@ -84,17 +105,28 @@ impl Breaker {
         if self.forced_open {
             return Route::Fallback;
         }
-        let Ok(mut s) = self.state.lock() else { return Route::Fallback };
+        let Ok(mut s) = self.state.lock() else {
+            return Route::Fallback;
+        };
         match *s {
             State::Closed { .. } => Route::Redis,
             State::Open { until } if Instant::now() >= until => {
-                *s = State::HalfOpen { in_flight: 1, successes: 0 };
+                *s = State::HalfOpen {
+                    in_flight: 1,
+                    successes: 0,
+                };
                 self.transition("half_open", 1, false);
                 Route::Probe
             }
             State::Open { .. } => Route::Fallback,
-            State::HalfOpen { in_flight, successes } if in_flight < self.probes => {
-                *s = State::HalfOpen { in_flight: in_flight + 1, successes };
+            State::HalfOpen {
+                in_flight,
+                successes,
+            } if in_flight < self.probes => {
+                *s = State::HalfOpen {
+                    in_flight: in_flight + 1,
+                    successes,
+                };
                 Route::Probe
             }
             State::HalfOpen { .. } => Route::Fallback,
@@ -110,13 +142,25 @@ impl Breaker {
         let next = match (*s, route, ok) {
             (State::Closed { .. }, _, true) => State::Closed { failures: 0 },
             (State::Closed { failures }, _, false) if failures + 1 >= self.threshold => self.open(),
-            (State::Closed { failures }, _, false) => State::Closed { failures: failures + 1 },
-            (State::HalfOpen { in_flight, successes }, Route::Probe, true) => {
+            (State::Closed { failures }, _, false) => State::Closed {
+                failures: failures + 1,
+            },
+            (
+                State::HalfOpen {
+                    in_flight,
+                    successes,
+                },
+                Route::Probe,
+                true,
+            ) => {
                 if successes + 1 >= self.probes {
                     self.transition("closed", 0, false);
                     State::Closed { failures: 0 }
                 } else {
-                    State::HalfOpen { in_flight: in_flight.saturating_sub(1), successes: successes + 1 }
+                    State::HalfOpen {
+                        in_flight: in_flight.saturating_sub(1),
+                        successes: successes + 1,
+                    }
                 }
             }
             (State::HalfOpen { .. }, Route::Probe, false) => self.open(),
@@ -129,7 +173,9 @@ impl Breaker {
 
     fn open(&self) -> State {
         self.transition("open", 2, true);
-        State::Open { until: Instant::now() + self.cooldown }
+        State::Open {
+            until: Instant::now() + self.cooldown,
+        }
     }
 
     fn transition(&self, to: &'static str, code: i64, opened: bool) {

@@ -16,12 +16,13 @@
 //! blocking the rest.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
 use bb8_redis::redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::postgres::{PgFault, PgTier};
 use super::redis::{messages::parse_body, stream::Entry, RedisFault, RedisTier};
@@ -66,14 +67,23 @@ pub struct Persister {
 }
 
 enum Insert {
-    Committed(u64),
+    /// New rows, and rows refused as duplicates of another message's
+    /// idempotency key (orphans: Redis accepted them after losing the key).
+    Committed(u64, Vec<Message>),
     Unavailable,
     Rejected(String),
 }
 
 impl Persister {
     /// A worker named `consumer` in the group.
-    pub fn new(redis: RedisTier, pg: PgTier, settings: PersistSettings, consumer: String, cache_ttl_s: u64, metrics: Metrics) -> Self {
+    pub fn new(
+        redis: RedisTier,
+        pg: PgTier,
+        settings: PersistSettings,
+        consumer: String,
+        cache_ttl_s: u64,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             redis,
             pg,
@@ -141,7 +151,10 @@ impl Persister {
                 if !self.flush_acks().await {
                     return PersistOutcome::RetryLater;
                 }
-                PersistOutcome::Persisted { entries: count, inserted }
+                PersistOutcome::Persisted {
+                    entries: count,
+                    inserted,
+                }
             }
             Err(entries) => {
                 self.retry = entries;
@@ -161,25 +174,44 @@ impl Persister {
         };
         let batch = self.settings.persist_batch_size;
         if !self.own_pending_done {
-            let mine = self.redis.read_group(conn, &self.consumer, batch, self.settings.block(), "0").await?;
-            let mine: Vec<Entry> = mine.into_iter().filter(|e| !self.unacked.contains(&e.id)).collect();
+            let mine = self
+                .redis
+                .read_group(conn, &self.consumer, batch, self.settings.block(), "0")
+                .await?;
+            let mine: Vec<Entry> = mine
+                .into_iter()
+                .filter(|e| !self.unacked.contains(&e.id))
+                .collect();
             if !mine.is_empty() {
                 return Ok(mine);
             }
             self.own_pending_done = true;
         }
         if self.last_claim.elapsed() >= self.settings.claim_idle() / 2 {
-            let (next, claimed) = self.redis.autoclaim(&self.consumer, self.settings.claim_idle(), &self.claim_cursor, batch).await?;
+            let (next, claimed) = self
+                .redis
+                .autoclaim(
+                    &self.consumer,
+                    self.settings.claim_idle(),
+                    &self.claim_cursor,
+                    batch,
+                )
+                .await?;
             self.claim_cursor = next;
             if self.claim_cursor == "0-0" {
                 self.last_claim = Instant::now();
             }
             if !claimed.is_empty() {
-                tracing::info!(entries = claimed.len(), "claimed entries a silent consumer left pending");
+                tracing::info!(
+                    entries = claimed.len(),
+                    "claimed entries a silent consumer left pending"
+                );
                 return Ok(claimed);
             }
         }
-        self.redis.read_group(conn, &self.consumer, batch, self.settings.block(), ">").await
+        self.redis
+            .read_group(conn, &self.consumer, batch, self.settings.block(), ">")
+            .await
     }
 
     /// Inserts the batch; on success the entries are queued for ack. On a
@@ -203,10 +235,18 @@ impl Persister {
         let mut retry = Vec::new();
         while let Some((rows, entries)) = stack.pop() {
             match self.insert(&rows).await {
-                Insert::Committed(n) => {
+                Insert::Committed(n, orphans) => {
                     inserted += n;
                     self.metrics.persisted_batch(rows.len());
-                    self.unmarked.extend(rows.iter().map(|m| (m.thread_id.clone(), m.id)));
+                    for o in &orphans {
+                        tracing::warn!(thread_id = %o.thread_id, message_id = %o.id, "duplicate of an earlier idempotent save; removed from redis");
+                        let _ = self.redis.drop_orphan(&o.thread_id, &o.id).await;
+                    }
+                    self.unmarked.extend(
+                        rows.iter()
+                            .filter(|m| !orphans.iter().any(|o| o.id == m.id))
+                            .map(|m| (m.thread_id.clone(), m.id)),
+                    );
                     self.unacked.extend(entries.into_iter().map(|e| e.id));
                 }
                 Insert::Unavailable => retry.extend(entries),
@@ -240,10 +280,34 @@ impl Persister {
 
     async fn insert(&self, rows: &[Message]) -> Insert {
         if rows.is_empty() {
-            return Insert::Committed(0);
+            return Insert::Committed(0, Vec::new());
         }
         match self.pg.insert_batch(rows).await {
-            Ok(n) => Insert::Committed(n),
+            Ok(new) => {
+                let new: HashSet<Uuid> = new.into_iter().collect();
+                let skipped: Vec<Uuid> = rows
+                    .iter()
+                    .map(|m| m.id.as_uuid())
+                    .filter(|id| !new.contains(id))
+                    .collect();
+                // A skipped row is either already stored (redelivery: fine)
+                // or refused for its idempotency key (an orphan).
+                let orphans = match skipped.is_empty() {
+                    true => Vec::new(),
+                    false => match self.pg.existing_ids(&skipped).await {
+                        Ok(present) => rows
+                            .iter()
+                            .filter(|m| {
+                                skipped.contains(&m.id.as_uuid())
+                                    && !present.contains(&m.id.as_uuid())
+                            })
+                            .cloned()
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    },
+                };
+                Insert::Committed(new.len() as u64, orphans)
+            }
             Err(PgFault::Unavailable(e)) => {
                 tracing::warn!(error = %e, "postgres unavailable; batch kept for retry");
                 Insert::Unavailable
@@ -273,7 +337,12 @@ impl Persister {
             self.unacked.clear();
         }
         if !self.unmarked.is_empty() {
-            if self.redis.mark_persisted(&self.unmarked, self.cache_ttl_s).await.is_err() {
+            if self
+                .redis
+                .mark_persisted(&self.unmarked, self.cache_ttl_s)
+                .await
+                .is_err()
+            {
                 return false;
             }
             self.unmarked.clear();

@@ -32,7 +32,10 @@ impl From<tokio_postgres::Error> for PgFault {
     fn from(e: tokio_postgres::Error) -> Self {
         let data_error = e.code().map(|c| {
             let class = &c.code()[..2];
-            class == "22" || class == "23" || class == "54" || *c == SqlState::INVALID_TEXT_REPRESENTATION
+            class == "22"
+                || class == "23"
+                || class == "54"
+                || *c == SqlState::INVALID_TEXT_REPRESENTATION
         });
         if data_error == Some(true) {
             PgFault::Rejected(e.to_string())
@@ -67,7 +70,8 @@ fn row_to_message(r: &Row) -> Result<Message, PgFault> {
     Ok(Message {
         id: MessageId::from_uuid(r.try_get(0).map_err(PgFault::from)?),
         thread_id: r.try_get(1).map_err(PgFault::from)?,
-        role: Role::from_db(&role).ok_or_else(|| PgFault::Rejected(format!("unknown role {role}")))?,
+        role: Role::from_db(&role)
+            .ok_or_else(|| PgFault::Rejected(format!("unknown role {role}")))?,
         content: r.try_get(3).map_err(PgFault::from)?,
         metadata: r.try_get(4).map_err(PgFault::from)?,
         client_message_id: r.try_get(5).map_err(PgFault::from)?,
@@ -84,14 +88,25 @@ fn rows(rs: Vec<Row>) -> Result<Vec<Message>, PgFault> {
 fn bound(k: Option<OrderKey>, high: bool) -> (OffsetDateTime, Uuid) {
     match k {
         Some(k) => (k.created_at.to_datetime(), k.id.as_uuid()),
-        None if high => (OffsetDateTime::UNIX_EPOCH + time::Duration::days(365 * 8000), Uuid::max()),
-        None => (OffsetDateTime::UNIX_EPOCH - time::Duration::days(1), Uuid::nil()),
+        None if high => (
+            OffsetDateTime::UNIX_EPOCH + time::Duration::days(365 * 8000),
+            Uuid::max(),
+        ),
+        None => (
+            OffsetDateTime::UNIX_EPOCH - time::Duration::days(1),
+            Uuid::nil(),
+        ),
     }
 }
 
 impl PgTier {
     /// Builds the pool without connecting (PostgreSQL may be down at start).
-    pub fn new(url: &str, pool_size: u32, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
+    pub fn new(
+        url: &str,
+        pool_size: u32,
+        timeout: Duration,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
         let mut config: tokio_postgres::Config = url.parse()?;
         // Acknowledged means on disk, whatever the server default says.
         config.options("-c synchronous_commit=on");
@@ -102,14 +117,20 @@ impl PgTier {
             .connection_timeout(timeout)
             .test_on_check_out(false)
             .build_unchecked(manager);
-        Ok(Self { pool, timeout, metrics })
+        Ok(Self {
+            pool,
+            timeout,
+            metrics,
+        })
     }
 
     /// Applies the SQL files in `migrations/` (idempotent).
     pub async fn migrate(url: &str) -> anyhow::Result<()> {
         let (mut client, conn) = tokio_postgres::connect(url, NoTls).await?;
         let driver = tokio::spawn(conn);
-        let report = embedded::migrations::runner().run_async(&mut client).await?;
+        let report = embedded::migrations::runner()
+            .run_async(&mut client)
+            .await?;
         for m in report.applied_migrations() {
             tracing::info!(migration = %m, "applied migration");
         }
@@ -124,12 +145,17 @@ impl PgTier {
     {
         let started = Instant::now();
         let result = tokio::time::timeout(self.timeout, async {
-            let mut conn = self.pool.get().await.map_err(|e| PgFault::Unavailable(e.to_string()))?;
+            let mut conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| PgFault::Unavailable(e.to_string()))?;
             f(&mut conn).await
         })
         .await
         .unwrap_or_else(|_| Err(PgFault::Unavailable("timed out".into())));
-        self.metrics.tier_call(Tier::Postgres, op, started.elapsed(), result.is_ok());
+        self.metrics
+            .tier_call(Tier::Postgres, op, started.elapsed(), result.is_ok());
         result
     }
 
@@ -143,17 +169,22 @@ impl PgTier {
     }
 
     /// Persists a batch in ONE statement. Idempotent: rows already present
-    /// (same id, or same idempotency key) are skipped. Returns how many rows
+    /// (same id, or same idempotency key) are skipped. Returns the ids that
     /// were new.
     #[tracing::instrument(skip_all, fields(rows = batch.len()))]
-    pub async fn insert_batch(&self, batch: &[Message]) -> Result<u64, PgFault> {
+    pub async fn insert_batch(&self, batch: &[Message]) -> Result<Vec<Uuid>, PgFault> {
         let threads: Vec<&str> = batch.iter().map(|m| m.thread_id.as_str()).collect();
         let ids: Vec<Uuid> = batch.iter().map(|m| m.id.as_uuid()).collect();
         let roles: Vec<&str> = batch.iter().map(|m| m.role.as_str()).collect();
         let contents: Vec<&str> = batch.iter().map(|m| m.content.as_str()).collect();
-        let metas: Vec<Option<&serde_json::Value>> = batch.iter().map(|m| m.metadata.as_ref()).collect();
-        let keys: Vec<Option<&str>> = batch.iter().map(|m| m.client_message_id.as_deref()).collect();
-        let created: Vec<OffsetDateTime> = batch.iter().map(|m| m.created_at.to_datetime()).collect();
+        let metas: Vec<Option<&serde_json::Value>> =
+            batch.iter().map(|m| m.metadata.as_ref()).collect();
+        let keys: Vec<Option<&str>> = batch
+            .iter()
+            .map(|m| m.client_message_id.as_deref())
+            .collect();
+        let created: Vec<OffsetDateTime> =
+            batch.iter().map(|m| m.created_at.to_datetime()).collect();
         self.with_client("insert_batch", async |c| {
             let n = c
                 .query_typed(
@@ -171,7 +202,7 @@ impl PgTier {
                     ],
                 )
                 .await?;
-            Ok(n.len() as u64)
+            n.iter().map(|r| r.try_get(0).map_err(PgFault::from)).collect()
         })
         .await
     }
@@ -237,7 +268,11 @@ impl PgTier {
         let t = thread.as_str();
         self.with_client("page", async |c| {
             let rs = match *q {
-                PageQuery::Offset { order, offset, limit } => {
+                PageQuery::Offset {
+                    order,
+                    offset,
+                    limit,
+                } => {
                     let dir = if order == Order::Asc { "ASC" } else { "DESC" };
                     let (offset, limit) = (i64::from(offset), i64::from(limit));
                     c.query_typed(
@@ -245,11 +280,20 @@ impl PgTier {
                             "SELECT {COLUMNS} FROM messages WHERE thread_id = $1
                              ORDER BY created_at {dir}, id {dir} OFFSET $2 LIMIT $3"
                         ),
-                        &[(&t, Type::TEXT), (&offset, Type::INT8), (&limit, Type::INT8)],
+                        &[
+                            (&t, Type::TEXT),
+                            (&offset, Type::INT8),
+                            (&limit, Type::INT8),
+                        ],
                     )
                     .await?
                 }
-                PageQuery::Range { order, after, before, limit } => {
+                PageQuery::Range {
+                    order,
+                    after,
+                    before,
+                    limit,
+                } => {
                     let dir = if order == Order::Asc { "ASC" } else { "DESC" };
                     let (lo_t, lo_id) = bound(after, false);
                     let (hi_t, hi_id) = bound(before, true);
@@ -280,7 +324,11 @@ impl PgTier {
 
     /// Number of messages of a thread, and the order keys of its newest
     /// `window` (newest first), for priming the Redis index.
-    pub async fn head(&self, thread: &ThreadId, window: u32) -> Result<(u64, Vec<OrderKey>), PgFault> {
+    pub async fn head(
+        &self,
+        thread: &ThreadId,
+        window: u32,
+    ) -> Result<(u64, Vec<OrderKey>), PgFault> {
         let t = thread.as_str();
         let window = i64::from(window);
         self.with_client("head", async |c| {
@@ -314,14 +362,57 @@ impl PgTier {
     pub async fn by_ids(&self, ids: &[MessageId]) -> Result<Vec<Message>, PgFault> {
         let ids: Vec<Uuid> = ids.iter().map(MessageId::as_uuid).collect();
         self.with_client("by_ids", async |c| {
-            rows(c.query_typed(&format!("SELECT {COLUMNS} FROM messages WHERE id = ANY($1)"), &[(&ids, Type::UUID_ARRAY)]).await?)
+            rows(
+                c.query_typed(
+                    &format!("SELECT {COLUMNS} FROM messages WHERE id = ANY($1)"),
+                    &[(&ids, Type::UUID_ARRAY)],
+                )
+                .await?,
+            )
+        })
+        .await
+    }
+
+    /// The message saved with an idempotency key, if any.
+    pub async fn by_client_id(
+        &self,
+        thread: &ThreadId,
+        key: &str,
+    ) -> Result<Option<Message>, PgFault> {
+        let t = thread.as_str();
+        self.with_client("by_client_id", async |c| {
+            let rs = c
+                .query_typed(
+                    &format!("SELECT {COLUMNS} FROM messages WHERE thread_id = $1 AND client_message_id = $2"),
+                    &[(&t, Type::TEXT), (&key, Type::TEXT)],
+                )
+                .await?;
+            rs.first().map(row_to_message).transpose()
+        })
+        .await
+    }
+
+    /// Which of these ids PostgreSQL holds.
+    pub async fn existing_ids(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, PgFault> {
+        self.with_client("existing_ids", async |c| {
+            let rs = c
+                .query_typed(
+                    "SELECT id FROM messages WHERE id = ANY($1)",
+                    &[(&ids, Type::UUID_ARRAY)],
+                )
+                .await?;
+            rs.iter()
+                .map(|r| r.try_get(0).map_err(PgFault::from))
+                .collect()
         })
         .await
     }
 
     /// Threads with failover writes Redis has not seen: (thread, newest
     /// createdAt, idempotency keys with ids, all ids).
-    pub async fn pending_reconcile(&self) -> Result<Vec<(String, Timestamp, Vec<(String, MessageId)>, Vec<Uuid>)>, PgFault> {
+    pub async fn pending_reconcile(
+        &self,
+    ) -> Result<Vec<(String, Timestamp, Vec<(String, MessageId)>, Vec<Uuid>)>, PgFault> {
         self.with_client("pending_reconcile", async |c| {
             let rs = c
                 .query_typed(
@@ -339,7 +430,12 @@ impl PgTier {
                         .zip(keys)
                         .filter_map(|(id, k)| k.map(|k| (k, MessageId::from_uuid(*id))))
                         .collect();
-                    Ok((r.try_get(0)?, Timestamp::from_datetime(r.try_get(1)?), idem, ids))
+                    Ok((
+                        r.try_get(0)?,
+                        Timestamp::from_datetime(r.try_get(1)?),
+                        idem,
+                        ids,
+                    ))
                 })
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()
                 .map_err(PgFault::from)

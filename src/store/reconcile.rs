@@ -18,7 +18,11 @@ impl MessageStore {
             StoreError::Unavailable
         };
         loop {
-            let pending = self.pg.pending_reconcile().await.map_err(|e| unavailable(e.to_string()))?;
+            let pending = self
+                .pg
+                .pending_reconcile()
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
             if pending.is_empty() {
                 self.needs_reconcile.store(false, Ordering::Release);
                 return Ok(());
@@ -28,7 +32,10 @@ impl MessageStore {
                     .reconcile(&thread, last, &idem, self.config.idempotency_ttl_s)
                     .await
                     .map_err(|e| unavailable(e.to_string()))?;
-                self.pg.mark_reconciled(&thread, &ids).await.map_err(|e| unavailable(e.to_string()))?;
+                self.pg
+                    .mark_reconciled(&thread, &ids)
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
                 tracing::info!(thread_id = %thread, messages = ids.len(), "reconciled failover writes into redis");
             }
         }

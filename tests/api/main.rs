@@ -1,1 +1,13 @@
+//! One integration crate: every test runs the real service against real
+//! `redis-server` and `postgres` processes started by [`support`].
 
+mod helpers;
+mod support;
+
+mod bad_input;
+mod failover;
+mod messages;
+mod pagination;
+mod persistence;
+mod shutdown;
+mod subscriptions;

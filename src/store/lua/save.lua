@@ -5,9 +5,13 @@
 --       7 locator (message id -> thread id)
 -- ARGV: 1 message id, 2 body JSON without "c", 3 has idempotency key,
 --       4 idempotency TTL s, 5 index window, 6 cache TTL s, 7 pub/sub channel,
---       8 thread id, 9 body key prefix (for looking up an idempotent original)
+--       8 thread id, 9 body key prefix (for looking up an idempotent original),
+--       10 '1' to refuse a keyed save on a cold thread
 --
--- Returns {'ok', body} or {'dup', original id, original body or false}.
+-- Returns {'ok', body}, {'dup', original id, original body or false}, or
+-- {'cold'}: the thread's state is not in Redis (expired or lost), so an
+-- unknown idempotency key may still be known to PostgreSQL; the caller
+-- checks there and calls again with ARGV[10] = '0'.
 -- A body is '0' (not yet persisted) or '1' (persisted) followed by JSON.
 local meta, idx, unp, body, idem, stream, loc = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local id, json, has_key = ARGV[1], ARGV[2], ARGV[3] == '1'
@@ -17,6 +21,9 @@ if has_key then
   local original = redis.call('GET', idem)
   if original then
     return {'dup', original, redis.call('GET', ARGV[9] .. original)}
+  end
+  if ARGV[10] == '1' and redis.call('EXISTS', meta) == 0 then
+    return {'cold'}
   end
 end
 

@@ -39,11 +39,15 @@ fn text(v: &Value) -> Option<String> {
 }
 
 fn parse_entries(v: &Value) -> Vec<Entry> {
-    let Value::Array(items) = v else { return Vec::new() };
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
     items
         .iter()
         .filter_map(|item| {
-            let Value::Array(pair) = item else { return None };
+            let Value::Array(pair) = item else {
+                return None;
+            };
             let id = text(pair.first()?)?;
             let body = match pair.get(1) {
                 Some(Value::Array(fields)) => fields
@@ -93,10 +97,13 @@ impl RedisTier {
 
     /// A dedicated connection for blocking reads.
     pub async fn dedicated(&self) -> Result<MultiplexedConnection, RedisFault> {
-        tokio::time::timeout(self.timeout().max(Duration::from_millis(500)), self.client().get_multiplexed_async_connection())
-            .await
-            .map_err(|_| RedisFault::Timeout)?
-            .map_err(fault)
+        tokio::time::timeout(
+            self.timeout().max(Duration::from_millis(500)),
+            self.client().get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| RedisFault::Timeout)?
+        .map_err(fault)
     }
 
     /// `XREADGROUP`: `start` is `>` for new entries or `0` for this
@@ -110,16 +117,25 @@ impl RedisTier {
         start: &str,
     ) -> Result<Vec<Entry>, RedisFault> {
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(keys::GROUP).arg(consumer).arg("COUNT").arg(count);
+        cmd.arg("GROUP")
+            .arg(keys::GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count);
         if start == ">" {
             cmd.arg("BLOCK").arg(block.as_millis() as u64);
         }
         cmd.arg("STREAMS").arg(keys::STREAM).arg(start);
-        let reply: Value = tokio::time::timeout(block + self.timeout() + Duration::from_millis(500), cmd.query_async(conn))
-            .await
-            .map_err(|_| RedisFault::Timeout)?
-            .map_err(fault)?;
-        let Value::Array(streams) = reply else { return Ok(Vec::new()) };
+        let reply: Value = tokio::time::timeout(
+            block + self.timeout() + Duration::from_millis(500),
+            cmd.query_async(conn),
+        )
+        .await
+        .map_err(|_| RedisFault::Timeout)?
+        .map_err(fault)?;
+        let Value::Array(streams) = reply else {
+            return Ok(Vec::new());
+        };
         Ok(streams
             .iter()
             .filter_map(|s| match s {
@@ -132,7 +148,13 @@ impl RedisTier {
 
     /// `XAUTOCLAIM`: takes over entries another consumer left pending longer
     /// than `min_idle` (it crashed or hung). Returns the next start id.
-    pub async fn autoclaim(&self, consumer: &str, min_idle: Duration, start: &str, count: usize) -> Result<(String, Vec<Entry>), RedisFault> {
+    pub async fn autoclaim(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        start: &str,
+        count: usize,
+    ) -> Result<(String, Vec<Entry>), RedisFault> {
         let (consumer, start) = (consumer.to_owned(), start.to_owned());
         let reply: Value = self
             .call("xautoclaim", |mut c| async move {
@@ -148,7 +170,9 @@ impl RedisTier {
                     .await
             })
             .await?;
-        let Value::Array(parts) = reply else { return Err(RedisFault::Protocol("xautoclaim".into())) };
+        let Value::Array(parts) = reply else {
+            return Err(RedisFault::Protocol("xautoclaim".into()));
+        };
         let next = parts.first().and_then(text).unwrap_or_else(|| "0-0".into());
         Ok((next, parts.get(1).map(parse_entries).unwrap_or_default()))
     }
@@ -161,9 +185,16 @@ impl RedisTier {
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.cmd("XACK").arg(keys::STREAM).arg(keys::GROUP).arg(ids).ignore();
+        pipe.cmd("XACK")
+            .arg(keys::STREAM)
+            .arg(keys::GROUP)
+            .arg(ids)
+            .ignore();
         pipe.cmd("XDEL").arg(keys::STREAM).arg(ids).ignore();
-        self.call("xack_xdel", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
+        self.call("xack_xdel", |mut c| async move {
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
     }
 
     /// Moves a poison entry to the dead-letter stream (kept, never dropped),
@@ -181,21 +212,38 @@ impl RedisTier {
             .arg("b")
             .arg(entry.body.clone().unwrap_or_default())
             .ignore();
-        pipe.cmd("XACK").arg(keys::STREAM).arg(keys::GROUP).arg(&entry.id).ignore();
+        pipe.cmd("XACK")
+            .arg(keys::STREAM)
+            .arg(keys::GROUP)
+            .arg(&entry.id)
+            .ignore();
         pipe.cmd("XDEL").arg(keys::STREAM).arg(&entry.id).ignore();
-        self.call("dead_letter", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
+        self.call("dead_letter", |mut c| async move {
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
     }
 
     /// Depth, pending count and lag of the persistence queue.
     pub async fn stream_stats(&self) -> Result<StreamStats, RedisFault> {
         let mut pipe = redis::pipe();
         pipe.cmd("XLEN").arg(keys::STREAM);
-        pipe.cmd("XRANGE").arg(keys::STREAM).arg("-").arg("+").arg("COUNT").arg(1);
+        pipe.cmd("XRANGE")
+            .arg(keys::STREAM)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1);
         pipe.cmd("XLEN").arg(keys::DEAD_LETTER);
         pipe.cmd("XPENDING").arg(keys::STREAM).arg(keys::GROUP);
-        let (depth, first, dead, pending): (u64, Value, u64, Value) =
-            self.call("stream_stats", |mut c| async move { pipe.query_async(&mut c).await }).await?;
-        let oldest = parse_entries(&first).first().and_then(|e| entry_millis(&e.id));
+        let (depth, first, dead, pending): (u64, Value, u64, Value) = self
+            .call("stream_stats", |mut c| async move {
+                pipe.query_async(&mut c).await
+            })
+            .await?;
+        let oldest = parse_entries(&first)
+            .first()
+            .and_then(|e| entry_millis(&e.id));
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -207,6 +255,11 @@ impl RedisTier {
             },
             _ => 0,
         };
-        Ok(StreamStats { depth, pending, lag_ms: oldest.map(|o| now_ms.saturating_sub(o)).unwrap_or(0), dead_letters: dead })
+        Ok(StreamStats {
+            depth,
+            pending,
+            lag_ms: oldest.map(|o| now_ms.saturating_sub(o)).unwrap_or(0),
+            dead_letters: dead,
+        })
     }
 }
