@@ -166,7 +166,7 @@ impl MessageStore {
     }
 
     /// Saves a message (see the module docs for the tiers).
-    #[tracing::instrument(skip_all, fields(thread_id = %new.thread_id, message_id = %new.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %new.thread_id, message_id = %new.id))]
     pub async fn save(&self, new: NewMessage) -> Result<Message, StoreError> {
         let route = self.route().await;
         if route != Route::Fallback {

@@ -68,8 +68,11 @@ pub struct Persister {
 
 enum Insert {
     /// New rows, and rows refused as duplicates of another message's
-    /// idempotency key (orphans: Redis accepted them after losing the key).
-    Committed(u64, Vec<Message>),
+    /// idempotency key (orphans: Redis accepted them after losing the key),
+    /// and PostgreSQL's copies of rows it already held with another
+    /// createdAt (stale: Redis ran a save after the service had given up on
+    /// it and written the message to PostgreSQL itself).
+    Committed(u64, Vec<Message>, Vec<Message>),
     Unavailable,
     Rejected(String),
 }
@@ -235,12 +238,16 @@ impl Persister {
         let mut retry = Vec::new();
         while let Some((rows, entries)) = stack.pop() {
             match self.insert(&rows).await {
-                Insert::Committed(n, orphans) => {
+                Insert::Committed(n, orphans, stale) => {
                     inserted += n;
                     self.metrics.persisted_batch(rows.len());
                     for o in &orphans {
                         tracing::warn!(thread_id = %o.thread_id, message_id = %o.id, "duplicate of an earlier idempotent save; removed from redis");
                         let _ = self.redis.drop_orphan(&o.thread_id, &o.id).await;
+                    }
+                    for s in &stale {
+                        tracing::warn!(thread_id = %s.thread_id, message_id = %s.id, "redis applied a save postgres already held; postgres's copy wins");
+                        let _ = self.redis.replace_cached(s, self.cache_ttl_s).await;
                     }
                     self.unmarked.extend(
                         rows.iter()
@@ -280,7 +287,7 @@ impl Persister {
 
     async fn insert(&self, rows: &[Message]) -> Insert {
         if rows.is_empty() {
-            return Insert::Committed(0, Vec::new());
+            return Insert::Committed(0, Vec::new(), Vec::new());
         }
         match self.pg.insert_batch(rows).await {
             Ok(new) => {
@@ -290,23 +297,35 @@ impl Persister {
                     .map(|m| m.id.as_uuid())
                     .filter(|id| !new.contains(id))
                     .collect();
-                // A skipped row is either already stored (redelivery: fine)
-                // or refused for its idempotency key (an orphan).
-                let orphans = match skipped.is_empty() {
-                    true => Vec::new(),
-                    false => match self.pg.existing_ids(&skipped).await {
-                        Ok(present) => rows
-                            .iter()
-                            .filter(|m| {
-                                skipped.contains(&m.id.as_uuid())
-                                    && !present.contains(&m.id.as_uuid())
-                            })
-                            .cloned()
-                            .collect(),
-                        Err(_) => Vec::new(),
+                // A skipped row is either already stored (redelivery: fine,
+                // unless PostgreSQL's copy has another createdAt: stale) or
+                // refused for its idempotency key (an orphan).
+                let skipped: Vec<MessageId> =
+                    skipped.into_iter().map(MessageId::from_uuid).collect();
+                let (orphans, stale) = match skipped.is_empty() {
+                    true => (Vec::new(), Vec::new()),
+                    false => match self.pg.by_ids(&skipped).await {
+                        Ok(present) => {
+                            let orphans = rows
+                                .iter()
+                                .filter(|m| {
+                                    skipped.contains(&m.id) && !present.iter().any(|p| p.id == m.id)
+                                })
+                                .cloned()
+                                .collect();
+                            let stale = present
+                                .into_iter()
+                                .filter(|p| {
+                                    rows.iter()
+                                        .any(|m| m.id == p.id && m.created_at != p.created_at)
+                                })
+                                .collect();
+                            (orphans, stale)
+                        }
+                        Err(_) => (Vec::new(), Vec::new()),
                     },
                 };
-                Insert::Committed(new.len() as u64, orphans)
+                Insert::Committed(new.len() as u64, orphans, stale)
             }
             Err(PgFault::Unavailable(e)) => {
                 tracing::warn!(error = %e, "postgres unavailable; batch kept for retry");

@@ -128,6 +128,8 @@ impl PgTier {
     pub async fn migrate(url: &str) -> anyhow::Result<()> {
         let (mut client, conn) = tokio_postgres::connect(url, NoTls).await?;
         let driver = tokio::spawn(conn);
+        // Instances starting together must not race to create the schema.
+        client.simple_query("SELECT pg_advisory_lock(7261535921)").await?;
         let report = embedded::migrations::runner()
             .run_async(&mut client)
             .await?;
@@ -171,7 +173,7 @@ impl PgTier {
     /// Persists a batch in ONE statement. Idempotent: rows already present
     /// (same id, or same idempotency key) are skipped. Returns the ids that
     /// were new.
-    #[tracing::instrument(skip_all, fields(rows = batch.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(rows = batch.len()))]
     pub async fn insert_batch(&self, batch: &[Message]) -> Result<Vec<Uuid>, PgFault> {
         let threads: Vec<&str> = batch.iter().map(|m| m.thread_id.as_str()).collect();
         let ids: Vec<Uuid> = batch.iter().map(|m| m.id.as_uuid()).collect();
@@ -210,7 +212,7 @@ impl PgTier {
     /// Failover write: one transaction that takes the thread's row lock,
     /// checks idempotency, assigns createdAt above the thread's newest and
     /// inserts. Acknowledged only after COMMIT.
-    #[tracing::instrument(skip_all, fields(thread_id = %m.thread_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %m.thread_id))]
     pub async fn save(&self, m: &NewMessage) -> Result<FailoverOutcome, PgFault> {
         let thread = m.thread_id.as_str();
         let id = m.id.as_uuid();
@@ -263,7 +265,7 @@ impl PgTier {
     }
 
     /// A page of a thread, in the requested order.
-    #[tracing::instrument(skip_all, fields(thread_id = %thread))]
+    #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread))]
     pub async fn page(&self, thread: &ThreadId, q: &PageQuery) -> Result<Vec<Message>, PgFault> {
         let t = thread.as_str();
         self.with_client("page", async |c| {

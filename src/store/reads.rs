@@ -52,7 +52,7 @@ fn merge(q: &PageQuery, pg: Vec<Message>, unpersisted: Vec<Message>) -> Vec<Mess
 
 impl MessageStore {
     /// A page of a thread.
-    #[tracing::instrument(skip_all, fields(thread_id = %thread))]
+    #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread))]
     pub async fn page(&self, thread: &ThreadId, q: PageQuery) -> Result<Page, StoreError> {
         self.metrics.read();
         let route = self.route().await;

@@ -109,7 +109,7 @@ fn bytes(v: &Value) -> Option<&[u8]> {
 
 impl RedisTier {
     /// The whole write path in one atomic round trip (see `lua/save.lua`).
-    #[tracing::instrument(skip_all, fields(thread_id = %m.thread_id, message_id = %m.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %m.thread_id, message_id = %m.id))]
     pub async fn save(
         &self,
         m: &NewMessage,
@@ -407,6 +407,40 @@ impl RedisTier {
             .arg("0")
             .ignore();
         self.call("drop_orphan", |mut c| async move {
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
+    /// Replaces a cached body with PostgreSQL's copy of the same message
+    /// (PostgreSQL wins) and marks the thread index cold, so reads rebuild it
+    /// from PostgreSQL.
+    pub async fn replace_cached(&self, m: &Message, ttl_s: u64) -> Result<(), RedisFault> {
+        let t = m.thread_id.as_str();
+        let mut body = b"1".to_vec();
+        body.extend(
+            serde_json::to_vec(&Wire::from_message(m)).map_err(|e| protocol(&e.to_string()))?,
+        );
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("SET")
+            .arg(keys::body(t, &m.id))
+            .arg(body)
+            .arg("EX")
+            .arg(ttl_s)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg(keys::index(t))
+            .arg("XX")
+            .arg(m.created_at.micros())
+            .arg(m.id.to_string())
+            .ignore();
+        pipe.cmd("HSET")
+            .arg(keys::meta(t))
+            .arg("win")
+            .arg("0")
+            .ignore();
+        self.call("replace_cached", |mut c| async move {
             pipe.query_async::<()>(&mut c).await
         })
         .await

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests, and the integration tests in
+# tests/api, which start their own redis-server and PostgreSQL 15 processes
+# on free loopback ports in temporary folders. Installs redis-server and
+# PostgreSQL 15 with apt-get when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_packages
+cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
