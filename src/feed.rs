@@ -12,7 +12,7 @@ use std::{collections::VecDeque, time::Duration};
 use futures::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::domain::{Message, OrderKey, ThreadId};
+use crate::domain::{Message, MessageId, OrderKey, ThreadId};
 use crate::events::{Event, Events};
 use crate::store::{MessageStore, Order, PageQuery};
 
@@ -27,7 +27,14 @@ struct State {
     resume: bool,
     needs_fill: bool,
     buffer: VecDeque<Message>,
+    /// Ids delivered lately. Across a failover transition one message can
+    /// carry two createdAt values (Redis ran a save the service had already
+    /// written to PostgreSQL after a timeout): never deliver an id twice.
+    recent: VecDeque<MessageId>,
 }
+
+/// How many delivered ids a subscriber remembers.
+const RECENT_IDS: usize = 1024;
 
 /// Messages saved on `thread` after `after` (or after now when `None`).
 pub fn feed(
@@ -47,11 +54,19 @@ pub fn feed(
         resume: after.is_some(),
         needs_fill: false,
         buffer: VecDeque::new(),
+        recent: VecDeque::with_capacity(RECENT_IDS),
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(m) = s.buffer.pop_front() {
+                if s.recent.contains(&m.id) {
+                    continue;
+                }
                 s.last = Some(m.order_key());
+                if s.recent.len() == RECENT_IDS {
+                    s.recent.pop_front();
+                }
+                s.recent.push_back(m.id);
                 return Some((m, s));
             }
             if !s.started {

@@ -2,12 +2,14 @@
 //! both subscription protocols), GraphiQL at `/`, Prometheus text at
 //! `/metrics`, `/healthz` (alive) and `/readyz` (a tier can take writes).
 
+mod ws;
+
 use async_graphql::{
     http::{parse_query_string, GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS},
     parser::types::OperationType,
     Data,
 };
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse};
 use axum::{
     extract::{RawQuery, State, WebSocketUpgrade},
     http::StatusCode,
@@ -15,6 +17,7 @@ use axum::{
     routing::get,
     Json, Router,
 };
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::{
     limit::RequestBodyLimitLayer,
     trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
@@ -32,6 +35,10 @@ pub struct AppState {
     pub schema: AppSchema,
     /// The storage facade.
     pub store: MessageStore,
+    /// Shutdown signal.
+    pub stop: CancellationToken,
+    /// Tracks WebSocket connections so shutdown waits for their close.
+    pub tracker: TaskTracker,
 }
 
 /// Builds the router.
@@ -81,9 +88,10 @@ async fn graphql_get(
         return upgrade
             .protocols(ALL_WEBSOCKET_PROTOCOLS)
             .on_upgrade(move |socket| {
-                GraphQLWebSocket::new(socket, schema, protocol)
-                    .with_data(data)
-                    .serve()
+                let stop = state.stop.clone();
+                state
+                    .tracker
+                    .track_future(ws::serve(socket, schema, protocol, data, stop))
             })
             .into_response();
     }

@@ -4,7 +4,7 @@
 //! one process still see their own numbers.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
         Arc, Mutex, OnceLock,
@@ -74,8 +74,32 @@ impl Rate {
     }
 }
 
+/// Prometheus handles per (tier, operation), registered once: the facade's
+/// registry lookup with labels costs an allocation per call otherwise.
+type Handles = (metrics::Histogram, metrics::Counter);
+
+#[derive(Default)]
+struct TierHandles(Mutex<HashMap<(&'static str, &'static str), Handles>>);
+
+impl TierHandles {
+    fn get(&self, tier: &'static str, op: &'static str) -> Option<Handles> {
+        let mut map = self.0.lock().ok()?;
+        Some(
+            map.entry((tier, op))
+                .or_insert_with(|| {
+                    (
+                        metrics::histogram!("threadstore_tier_call_seconds", "tier" => tier, "op" => op),
+                        metrics::counter!("threadstore_tier_errors_total", "tier" => tier, "op" => op),
+                    )
+                })
+                .clone(),
+        )
+    }
+}
+
 #[derive(Default)]
 struct Inner {
+    handles: TierHandles,
     redis: Mutex<Option<Histogram<u64>>>,
     postgres: Mutex<Option<Histogram<u64>>>,
     cache_hits: AtomicU64,
@@ -157,11 +181,11 @@ impl Metrics {
 
     /// One call to a tier.
     pub fn tier_call(&self, tier: Tier, op: &'static str, took: Duration, ok: bool) {
-        metrics::histogram!("threadstore_tier_call_seconds", "tier" => tier.label(), "op" => op)
-            .record(took.as_secs_f64());
-        if !ok {
-            metrics::counter!("threadstore_tier_errors_total", "tier" => tier.label(), "op" => op)
-                .increment(1);
+        if let Some((histogram, errors)) = self.inner.handles.get(tier.label(), op) {
+            histogram.record(took.as_secs_f64());
+            if !ok {
+                errors.increment(1);
+            }
         }
         let h = match tier {
             Tier::Redis => &self.inner.redis,

@@ -102,6 +102,8 @@ impl Application {
             AppState {
                 schema,
                 store: store.clone(),
+                stop: stop.clone(),
+                tracker: tracker.clone(),
             },
             settings.limits.max_body_bytes,
         );

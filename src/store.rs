@@ -23,12 +23,9 @@ mod reads;
 pub mod redis;
 
 pub use reads::Page;
-mod reconcile;
+pub mod reconcile;
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
-};
+use std::sync::Arc;
 
 use crate::domain::{Message, NewMessage, OrderKey};
 use crate::events::Events;
@@ -108,8 +105,8 @@ pub struct MessageStore {
     events: Events,
     config: StoreConfig,
     metrics: Metrics,
-    /// Set when PostgreSQL may hold failover writes Redis has not seen.
-    needs_reconcile: Arc<AtomicBool>,
+    /// Whether PostgreSQL may hold failover writes Redis has not seen.
+    reconcile: Arc<reconcile::ReconcileState>,
 }
 
 impl MessageStore {
@@ -122,8 +119,6 @@ impl MessageStore {
         config: StoreConfig,
         metrics: Metrics,
     ) -> Self {
-        // Start-up assumes a previous process may have failed over.
-        let needs_reconcile = Arc::new(AtomicBool::new(true));
         Self {
             redis,
             pg,
@@ -131,7 +126,7 @@ impl MessageStore {
             events,
             config,
             metrics,
-            needs_reconcile,
+            reconcile: Arc::default(),
         }
     }
 
@@ -150,19 +145,12 @@ impl MessageStore {
         &self.breaker
     }
 
-    /// Where the next Redis call goes. A half-open probe first brings Redis
-    /// up to date with failover writes, so a message written to PostgreSQL
-    /// during the outage can't be duplicated or reordered once Redis is back.
+    /// Where the next Redis call goes. Any Redis call first brings Redis up
+    /// to date with failover writes (see [`reconcile`]), so a message written
+    /// to PostgreSQL can't be missed, duplicated or reordered once Redis is back.
     async fn route(&self) -> Route {
         let route = self.breaker.route();
-        if route == Route::Probe
-            && self.needs_reconcile.load(Ordering::Acquire)
-            && self.reconcile().await.is_err()
-        {
-            self.breaker.record(route, false);
-            return Route::Fallback;
-        }
-        route
+        self.reconcile_before(route).await
     }
 
     /// Saves a message (see the module docs for the tiers).
@@ -254,7 +242,7 @@ impl MessageStore {
     async fn save_failover(&self, new: NewMessage) -> Result<Message, StoreError> {
         match self.pg.save(&new).await {
             Ok(FailoverOutcome::Saved(m)) => {
-                self.needs_reconcile.store(true, Ordering::Release);
+                self.reconcile.failover_write();
                 self.metrics.failover_write();
                 self.metrics.save();
                 self.events.publish_local(&m);

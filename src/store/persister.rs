@@ -30,6 +30,9 @@ use crate::config::PersistSettings;
 use crate::domain::{Message, MessageId};
 use crate::metrics::Metrics;
 
+/// Longest the persister keeps draining after shutdown starts.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 /// What one step did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PersistOutcome {
@@ -121,7 +124,17 @@ impl Persister {
                 _ => backoff = Duration::from_millis(50),
             }
         }
-        tracing::info!(consumer = %self.consumer, "persister stopped");
+        // Shutdown: the server no longer accepts saves; finish the batch in
+        // flight and drain what is queued, within a bound.
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        let mut drained = 0;
+        while Instant::now() < deadline {
+            match self.persist_batch().await {
+                PersistOutcome::Persisted { entries, .. } => drained += entries,
+                _ => break,
+            }
+        }
+        tracing::info!(consumer = %self.consumer, drained, "persister stopped");
     }
 
     /// One step: finish earlier work, read a batch, persist it, acknowledge.
@@ -139,6 +152,9 @@ impl Persister {
                     }
                     tracing::debug!(%fault, "persister read failed");
                     self.conn = None;
+                    // Redis may still have run the read (reply lost): those
+                    // entries now wait on this consumer, so re-read them.
+                    self.own_pending_done = false;
                     return PersistOutcome::RetryLater;
                 }
             }
@@ -349,12 +365,9 @@ impl Persister {
     /// Acknowledges committed entries and marks their bodies persisted.
     /// Returns false while Redis can't take it (retried next step).
     async fn flush_acks(&mut self) -> bool {
-        if !self.unacked.is_empty() {
-            if self.redis.ack_delete(&self.unacked).await.is_err() {
-                return false;
-            }
-            self.unacked.clear();
-        }
+        // Mark first: marking twice is harmless, but an entry acked and
+        // deleted before its body is marked would leave the body without a
+        // TTL and in the unpersisted set for good if the process died between.
         if !self.unmarked.is_empty() {
             if self
                 .redis
@@ -365,6 +378,12 @@ impl Persister {
                 return false;
             }
             self.unmarked.clear();
+        }
+        if !self.unacked.is_empty() {
+            if self.redis.ack_delete(&self.unacked).await.is_err() {
+                return false;
+            }
+            self.unacked.clear();
         }
         true
     }

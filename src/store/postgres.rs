@@ -129,7 +129,9 @@ impl PgTier {
         let (mut client, conn) = tokio_postgres::connect(url, NoTls).await?;
         let driver = tokio::spawn(conn);
         // Instances starting together must not race to create the schema.
-        client.simple_query("SELECT pg_advisory_lock(7261535921)").await?;
+        client
+            .simple_query("SELECT pg_advisory_lock(7261535921)")
+            .await?;
         let report = embedded::migrations::runner()
             .run_async(&mut client)
             .await?;
@@ -390,22 +392,6 @@ impl PgTier {
                 )
                 .await?;
             rs.first().map(row_to_message).transpose()
-        })
-        .await
-    }
-
-    /// Which of these ids PostgreSQL holds.
-    pub async fn existing_ids(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, PgFault> {
-        self.with_client("existing_ids", async |c| {
-            let rs = c
-                .query_typed(
-                    "SELECT id FROM messages WHERE id = ANY($1)",
-                    &[(&ids, Type::UUID_ARRAY)],
-                )
-                .await?;
-            rs.iter()
-                .map(|r| r.try_get(0).map_err(PgFault::from))
-                .collect()
         })
         .await
     }

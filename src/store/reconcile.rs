@@ -5,37 +5,131 @@
 //! rebuild it including those messages). Rows carry `needs_reconcile` in
 //! PostgreSQL, so this survives a crash of the instance that failed over.
 
-use std::sync::atomic::Ordering;
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
 
-use super::{MessageStore, StoreError};
+use super::{breaker::Route, MessageStore};
+
+/// Retry pace while reconciling fails (e.g. PostgreSQL is down): requests
+/// must not each wait on a doomed attempt.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// Which tier stopped a reconcile.
+#[derive(Debug)]
+pub enum ReconcileError {
+    /// Redis failed: counts against the breaker.
+    Redis(String),
+    /// PostgreSQL failed: Redis stays usable, retry later.
+    Postgres(String),
+}
+
+/// Whether failover writes may be missing from Redis. A counter, not a
+/// flag: a failover write that lands while a reconcile runs is not lost.
+pub struct ReconcileState {
+    written: AtomicU64,
+    done: AtomicU64,
+    running: AtomicBool,
+    last_attempt: Mutex<Option<Instant>>,
+    /// The last attempt failed on PostgreSQL (Redis itself is fine).
+    postgres_failed: AtomicBool,
+}
+
+impl Default for ReconcileState {
+    fn default() -> Self {
+        // Start-up assumes a previous process may have failed over.
+        Self {
+            written: AtomicU64::new(1),
+            done: AtomicU64::new(0),
+            running: AtomicBool::new(false),
+            postgres_failed: AtomicBool::new(false),
+            last_attempt: Mutex::new(None),
+        }
+    }
+}
+
+impl ReconcileState {
+    /// A failover write committed.
+    pub fn failover_write(&self) {
+        self.written.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn needed(&self) -> bool {
+        self.written.load(Ordering::Acquire) > self.done.load(Ordering::Acquire)
+    }
+
+    /// Claims the right to attempt now (one at a time, paced).
+    fn begin(&self) -> bool {
+        let Ok(mut last) = self.last_attempt.lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| t.elapsed() < RETRY_EVERY)
+            || self.running.swap(true, Ordering::AcqRel)
+        {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+}
 
 impl MessageStore {
-    /// Applies pending failover writes to Redis. Errors leave the work for
-    /// the next attempt.
-    pub async fn reconcile(&self) -> Result<(), StoreError> {
-        let unavailable = |e: String| {
-            tracing::warn!(error = %e, "reconcile after failover failed; will retry");
-            StoreError::Unavailable
-        };
+    /// Called before a Redis call: brings Redis up to date with failover
+    /// writes first. Returns the route to use.
+    pub(super) async fn reconcile_before(&self, route: Route) -> Route {
+        if route == Route::Fallback || !self.reconcile.needed() {
+            return route;
+        }
+        if !self.reconcile.begin() {
+            // Someone else is reconciling, or the last attempt just failed.
+            // Redis is not up to date: keep off it, unless only PostgreSQL
+            // is the problem (then Redis is the better tier to serve from).
+            if self.reconcile.postgres_failed.load(Ordering::Acquire) {
+                return route;
+            }
+            self.breaker.abandon(route);
+            return Route::Fallback;
+        }
+        let result = self.reconcile().await;
+        self.reconcile.postgres_failed.store(
+            matches!(result, Err(ReconcileError::Postgres(_))),
+            Ordering::Release,
+        );
+        self.reconcile.running.store(false, Ordering::Release);
+        match result {
+            Ok(()) => route,
+            Err(ReconcileError::Redis(e)) => {
+                tracing::warn!(error = %e, "reconcile after failover failed on redis");
+                self.breaker.record(route, false);
+                Route::Fallback
+            }
+            Err(ReconcileError::Postgres(e)) => {
+                tracing::warn!(error = %e, "reconcile after failover waits for postgres");
+                route
+            }
+        }
+    }
+
+    /// Applies pending failover writes to Redis.
+    pub async fn reconcile(&self) -> Result<(), ReconcileError> {
+        let target = self.reconcile.written.load(Ordering::Acquire);
+        let pg = |e: super::postgres::PgFault| ReconcileError::Postgres(e.to_string());
         loop {
-            let pending = self
-                .pg
-                .pending_reconcile()
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
+            let pending = self.pg.pending_reconcile().await.map_err(pg)?;
             if pending.is_empty() {
-                self.needs_reconcile.store(false, Ordering::Release);
+                self.reconcile.done.fetch_max(target, Ordering::AcqRel);
                 return Ok(());
             }
             for (thread, last, idem, ids) in pending {
                 self.redis
                     .reconcile(&thread, last, &idem, self.config.idempotency_ttl_s)
                     .await
-                    .map_err(|e| unavailable(e.to_string()))?;
-                self.pg
-                    .mark_reconciled(&thread, &ids)
-                    .await
-                    .map_err(|e| unavailable(e.to_string()))?;
+                    .map_err(|e| ReconcileError::Redis(e.to_string()))?;
+                self.pg.mark_reconciled(&thread, &ids).await.map_err(pg)?;
                 tracing::info!(thread_id = %thread, messages = ids.len(), "reconciled failover writes into redis");
             }
         }

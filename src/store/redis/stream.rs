@@ -235,12 +235,23 @@ impl RedisTier {
             .arg("COUNT")
             .arg(1);
         pipe.cmd("XLEN").arg(keys::DEAD_LETTER);
-        pipe.cmd("XPENDING").arg(keys::STREAM).arg(keys::GROUP);
-        let (depth, first, dead, pending): (u64, Value, u64, Value) = self
+        let (depth, first, dead): (u64, Value, u64) = self
             .call("stream_stats", |mut c| async move {
                 pipe.query_async(&mut c).await
             })
             .await?;
+        // Separate call: it fails while the group does not exist yet (before
+        // the first read, or after Redis restarted empty).
+        let pending: Value = self
+            .call("xpending", |mut c| async move {
+                redis::cmd("XPENDING")
+                    .arg(keys::STREAM)
+                    .arg(keys::GROUP)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+            .unwrap_or(Value::Nil);
         let oldest = parse_entries(&first)
             .first()
             .and_then(|e| entry_millis(&e.id));
