@@ -7,11 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// `threadstore` command line.
 #[derive(Debug, Parser)]
-#[command(
-    name = "threadstore",
-    version,
-    about = "Chat message store with a GraphQL API"
-)]
+#[command(name = "threadstore", version, about = "Chat message store with a GraphQL API")]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -122,11 +118,7 @@ impl RedisSettings {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseSettings {
     /// PostgreSQL URL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/threadstore"
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/threadstore")]
     pub database_url: String,
     /// PostgreSQL pool size.
     #[arg(long, env = "PG_POOL_SIZE", default_value_t = 16)]

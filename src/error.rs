@@ -72,10 +72,9 @@ impl From<Error> for async_graphql::Error {
                 code::IDEMPOTENCY_KEY_REUSED,
                 "clientMessageId was already used in this thread for a different message".into(),
             ),
-            Error::StorageUnavailable => (
-                code::STORAGE_UNAVAILABLE,
-                "storage is unavailable; the message was not stored".into(),
-            ),
+            Error::StorageUnavailable => {
+                (code::STORAGE_UNAVAILABLE, "storage is unavailable; the message was not stored".into())
+            }
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 (code::INTERNAL, "internal server error".into())

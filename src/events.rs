@@ -48,10 +48,7 @@ impl Events {
     pub fn subscribe(&self, thread: &str) -> broadcast::Receiver<Event> {
         // std Mutex: held for a map lookup only, never across an await.
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        threads
-            .entry(thread.to_owned())
-            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
-            .subscribe()
+        threads.entry(thread.to_owned()).or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0).subscribe()
     }
 
     fn dispatch(&self, thread: &str, event: Event) {
@@ -75,13 +72,7 @@ impl Events {
     /// Announces a message saved through this instance while Redis was out
     /// (pub/sub can't carry it). `prev` unknown: subscribers re-read.
     pub fn publish_local(&self, m: &Message) {
-        self.dispatch(
-            &m.thread_id,
-            Event::Saved {
-                prev: None,
-                message: Arc::new(m.clone()),
-            },
-        );
+        self.dispatch(&m.thread_id, Event::Saved { prev: None, message: Arc::new(m.clone()) });
     }
 
     fn on_pubsub(&self, channel: &str, payload: &[u8]) {
@@ -91,17 +82,9 @@ impl Events {
         let Some(sep) = payload.iter().position(|b| *b == b'|') else {
             return;
         };
-        let prev = std::str::from_utf8(&payload[..sep])
-            .ok()
-            .and_then(|s| s.parse().ok());
+        let prev = std::str::from_utf8(&payload[..sep]).ok().and_then(|s| s.parse().ok());
         match parse_body(&payload[sep + 1..]) {
-            Some(m) => self.dispatch(
-                thread,
-                Event::Saved {
-                    prev,
-                    message: Arc::new(m),
-                },
-            ),
+            Some(m) => self.dispatch(thread, Event::Saved { prev, message: Arc::new(m) }),
             None => self.dispatch(thread, Event::Resync),
         }
     }

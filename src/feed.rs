@@ -104,12 +104,7 @@ pub fn feed(
 impl State {
     /// The thread's newest message now; retried until a tier answers.
     async fn tail(&mut self) -> Option<OrderKey> {
-        let q = PageQuery::Range {
-            order: Order::Desc,
-            after: None,
-            before: None,
-            limit: 1,
-        };
+        let q = PageQuery::Range { order: Order::Desc, after: None, before: None, limit: 1 };
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.store.page_messages(&self.thread, q).await {
@@ -126,20 +121,12 @@ impl State {
     /// Reads the next page after `last`; a store outage is retried (the
     /// subscription stays open and catches up when a tier is back).
     async fn fill(&mut self) {
-        let q = PageQuery::Range {
-            order: Order::Asc,
-            after: self.last,
-            before: None,
-            limit: GAP_PAGE,
-        };
+        let q = PageQuery::Range { order: Order::Asc, after: self.last, before: None, limit: GAP_PAGE };
         match self.store.page_messages(&self.thread, q).await {
             Ok(page) => {
                 self.needs_fill = page.len() as u32 == GAP_PAGE;
                 let last = self.last;
-                self.buffer.extend(
-                    page.into_iter()
-                        .filter(|m| last.is_none_or(|l| m.order_key() > l)),
-                );
+                self.buffer.extend(page.into_iter().filter(|m| last.is_none_or(|l| m.order_key() > l)));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "subscription gap read failed; retrying");

@@ -1,8 +1,8 @@
 //! The GraphQL API (SPEC §3): schema assembly and limits in [`schema`],
 //! resolvers per root type, object types in [`types`], the per-request
-//! body loader in [`loader`], and error-code mapping in [`codes`].
+//! body loader in [`loader`], and the request wrapper (query cache, error codes) in [`executor`].
 
-pub mod codes;
+pub mod executor;
 pub mod loader;
 pub mod mutation;
 pub mod query;
@@ -10,4 +10,5 @@ pub mod schema;
 pub mod subscription;
 pub mod types;
 
+pub use executor::Api;
 pub use schema::{build_schema, sdl, AppSchema};

@@ -7,7 +7,7 @@ mod ws;
 use async_graphql::{
     http::{parse_query_string, GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS},
     parser::types::OperationType,
-    Data,
+    Data, Executor,
 };
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse};
 use axum::{
@@ -24,15 +24,15 @@ use tower_http::{
 };
 use tracing::Level;
 
-use crate::graphql::{loader, AppSchema};
+use crate::graphql::{loader, Api};
 use crate::metrics::prometheus;
 use crate::store::MessageStore;
 
 /// Shared request state: cheap handles only.
 #[derive(Clone)]
 pub struct AppState {
-    /// The GraphQL schema (holds the store, events and metrics).
-    pub schema: AppSchema,
+    /// The GraphQL schema (holds the store, events and metrics), wrapped.
+    pub api: Api,
     /// The storage facade.
     pub store: MessageStore,
     /// Shutdown signal.
@@ -65,33 +65,26 @@ fn request_data(store: &MessageStore) -> Data {
 }
 
 async fn graphql_post(State(state): State<AppState>, req: GraphQLRequest) -> GraphQLResponse {
-    let req = req
-        .into_inner()
-        .data(loader::per_request(state.store.clone()));
-    state.schema.execute(req).await.into()
+    let req = req.into_inner().data(loader::per_request(state.store.clone()));
+    state.api.execute(req).await.into()
 }
 
 /// GET serves queries only (a mutation over GET is 405, so a link or an
 /// image tag can't write), and upgrades WebSockets.
 async fn graphql_get(
     State(state): State<AppState>,
-    protocol: Result<
-        GraphQLProtocol,
-        <GraphQLProtocol as axum::extract::FromRequestParts<AppState>>::Rejection,
-    >,
+    protocol: Result<GraphQLProtocol, <GraphQLProtocol as axum::extract::FromRequestParts<AppState>>::Rejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     RawQuery(query): RawQuery,
 ) -> Response {
     if let (Ok(protocol), Ok(upgrade)) = (protocol, upgrade) {
-        let schema = state.schema.clone();
+        let api = state.api.clone();
         let data = request_data(&state.store);
         return upgrade
             .protocols(ALL_WEBSOCKET_PROTOCOLS)
             .on_upgrade(move |socket| {
                 let stop = state.stop.clone();
-                state
-                    .tracker
-                    .track_future(ws::serve(socket, schema, protocol, data, stop))
+                state.tracker.track_future(ws::serve(socket, api, protocol, data, stop))
             })
             .into_response();
     }
@@ -100,11 +93,7 @@ async fn graphql_get(
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     if let Ok(doc) = async_graphql::parser::parse_query(&req.query) {
-        if doc
-            .operations
-            .iter()
-            .any(|(_, op)| op.node.ty != OperationType::Query)
-        {
+        if doc.operations.iter().any(|(_, op)| op.node.ty != OperationType::Query) {
             return (
                 StatusCode::METHOD_NOT_ALLOWED,
                 [("allow", "POST")],
@@ -114,23 +103,15 @@ async fn graphql_get(
         }
     }
     let req = req.data(loader::per_request(state.store.clone()));
-    GraphQLResponse::from(state.schema.execute(req).await).into_response()
+    GraphQLResponse::from(state.api.execute(req).await).into_response()
 }
 
 async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql")
-            .finish(),
-    )
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").finish())
 }
 
 async fn metrics() -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        prometheus().render(),
-    )
+    ([("content-type", "text/plain; version=0.0.4")], prometheus().render())
 }
 
 /// Ready when at least one tier can take writes: PostgreSQL alone is enough
@@ -138,10 +119,6 @@ async fn metrics() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> Response {
     let (redis, pg) = tokio::join!(state.store.redis().ping(), state.store.pg().ping());
     let body = serde_json::json!({ "redis": redis.is_ok(), "postgres": pg.is_ok() });
-    let status = if redis.is_ok() || pg.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if redis.is_ok() || pg.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }

@@ -9,6 +9,11 @@ use threadstore::{
     telemetry,
 };
 
+/// mimalloc: the request path allocates many small short-lived objects,
+/// where it is markedly faster than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {

@@ -65,11 +65,7 @@ impl Rate {
 
     fn per_second(&self, now_s: u64) -> f64 {
         let Ok(q) = self.0.lock() else { return 0.0 };
-        let n: u64 = q
-            .iter()
-            .filter(|(s, _)| *s + RATE_WINDOW_S > now_s && *s < now_s)
-            .map(|(_, n)| n)
-            .sum();
+        let n: u64 = q.iter().filter(|(s, _)| *s + RATE_WINDOW_S > now_s && *s < now_s).map(|(_, n)| n).sum();
         n as f64 / (RATE_WINDOW_S - 1) as f64
     }
 }
@@ -164,15 +160,8 @@ impl Metrics {
     /// Fresh per-instance state (and the process recorder, once).
     pub fn new() -> Self {
         prometheus();
-        let inner = Inner {
-            redis: Mutex::new(histogram()),
-            postgres: Mutex::new(histogram()),
-            ..Inner::default()
-        };
-        Self {
-            inner: Arc::new(inner),
-            started: Instant::now(),
-        }
+        let inner = Inner { redis: Mutex::new(histogram()), postgres: Mutex::new(histogram()), ..Inner::default() };
+        Self { inner: Arc::new(inner), started: Instant::now() }
     }
 
     fn now_s(&self) -> u64 {
@@ -266,10 +255,7 @@ impl Metrics {
     /// Saves and reads per second over the last 10 s.
     pub fn rates(&self) -> (f64, f64) {
         let now = self.now_s();
-        (
-            self.inner.saves.per_second(now),
-            self.inner.reads.per_second(now),
-        )
+        (self.inner.saves.per_second(now), self.inner.reads.per_second(now))
     }
 
     /// Persistence queue health, as last polled.
@@ -277,9 +263,7 @@ impl Metrics {
         self.inner.queue_depth.store(depth, Ordering::Relaxed);
         self.inner.pending.store(pending, Ordering::Relaxed);
         self.inner.lag_ms.store(lag_ms, Ordering::Relaxed);
-        self.inner
-            .dead_letters
-            .store(dead_letters, Ordering::Relaxed);
+        self.inner.dead_letters.store(dead_letters, Ordering::Relaxed);
         metrics::gauge!("threadstore_persist_queue_depth").set(depth as f64);
         metrics::gauge!("threadstore_persist_pending").set(pending as f64);
         metrics::gauge!("threadstore_persist_lag_seconds").set(lag_ms as f64 / 1000.0);
@@ -299,9 +283,7 @@ impl Metrics {
 
     /// A batch committed to PostgreSQL.
     pub fn persisted_batch(&self, size: usize) {
-        self.inner
-            .persisted
-            .fetch_add(size as u64, Ordering::Relaxed);
+        self.inner.persisted.fetch_add(size as u64, Ordering::Relaxed);
         metrics::histogram!("threadstore_persist_batch_size").record(size as f64);
         metrics::counter!("threadstore_persisted_total").increment(size as u64);
     }

@@ -10,7 +10,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::config::{RedisSettings, Settings};
 use crate::events::Events;
-use crate::graphql::build_schema;
+use crate::graphql::{build_schema, Api};
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use crate::store::{
@@ -39,23 +39,11 @@ impl Application {
     /// Builds everything and spawns the background tasks.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        PgTier::migrate(&settings.database.database_url)
-            .await
-            .context("migrating PostgreSQL")?;
+        PgTier::migrate(&settings.database.database_url).await.context("migrating PostgreSQL")?;
         let db = &settings.database;
-        let pg = PgTier::new(
-            &db.database_url,
-            db.pg_pool_size,
-            db.timeout(),
-            metrics.clone(),
-        )?;
+        let pg = PgTier::new(&db.database_url, db.pg_pool_size, db.timeout(), metrics.clone())?;
         let r = &settings.redis;
-        let redis = RedisTier::new(
-            &r.redis_url,
-            r.redis_pool_size,
-            r.timeout(),
-            metrics.clone(),
-        )?;
+        let redis = RedisTier::new(&r.redis_url, r.redis_pool_size, r.timeout(), metrics.clone())?;
         check_redis(&redis, r).await?;
 
         let breaker = Arc::new(Breaker::new(
@@ -71,58 +59,26 @@ impl Application {
             idempotency_ttl_s: r.idempotency_ttl().as_secs(),
             window: r.thread_window.max(1),
         };
-        let store = MessageStore::new(
-            redis.clone(),
-            pg,
-            breaker,
-            events.clone(),
-            config,
-            metrics.clone(),
-        );
+        let store = MessageStore::new(redis.clone(), pg, breaker, events.clone(), config, metrics.clone());
         if !r.force_failover {
             // A previous process may have failed over and died before Redis
             // came back: bring Redis up to date before taking saves.
             let _ = store.reconcile().await;
         }
 
-        let listener = TcpListener::bind(settings.listen_addr)
-            .await
-            .context("binding the listen address")?;
+        let listener = TcpListener::bind(settings.listen_addr).await.context("binding the listen address")?;
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
 
-        let schema = build_schema(
-            store.clone(),
-            events.clone(),
-            metrics.clone(),
-            stop.clone(),
-            &settings.limits,
-        );
+        let schema = build_schema(store.clone(), events.clone(), metrics.clone(), stop.clone(), &settings.limits);
         let router = router(
-            AppState {
-                schema,
-                store: store.clone(),
-                stop: stop.clone(),
-                tracker: tracker.clone(),
-            },
+            AppState { api: Api::new(schema), store: store.clone(), stop: stop.clone(), tracker: tracker.clone() },
             settings.limits.max_body_bytes,
         );
 
         tracker.spawn(events.run(redis.client().clone(), redis.timeout(), stop.clone()));
-        tracker.spawn(persister::stats_loop(
-            redis.clone(),
-            metrics.clone(),
-            stop.clone(),
-        ));
-        let app = Self {
-            listener,
-            router,
-            store,
-            metrics,
-            settings,
-            stop,
-            tracker,
-        };
+        tracker.spawn(persister::stats_loop(redis.clone(), metrics.clone(), stop.clone()));
+        let app = Self { listener, router, store, metrics, settings, stop, tracker };
         if app.settings.persist.persister_enabled {
             let persister = app.persister(app.consumer_name()?);
             app.tracker.spawn(persister.run(app.stop.clone()));
@@ -173,17 +129,13 @@ impl Application {
         }
         // Stable across restarts on the same host and port, so a restarted
         // process picks up its own pending entries at once.
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap_or_else(|_| "threadstore".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "threadstore".into());
         Ok(format!("{}-{}", host.trim(), self.port()))
     }
 
     /// Serves until `shutdown` resolves or the stop token is cancelled, then
     /// drains (see [`crate::shutdown`]).
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let stop = self.stop.clone();
         tracing::info!(addr = %self.local_addr()?, "serving GraphQL on /graphql, GraphiQL on /");
         let signalled = stop.clone();
@@ -197,10 +149,7 @@ impl Application {
         let result = served.await;
         stop.cancel();
         self.tracker.close();
-        if tokio::time::timeout(DRAIN_DEADLINE, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(DRAIN_DEADLINE, self.tracker.wait()).await.is_err() {
             tracing::error!("background tasks did not stop within the deadline");
         }
         tracing::info!("stopped");
@@ -227,9 +176,7 @@ async fn check_redis(redis: &RedisTier, s: &RedisSettings) -> anyhow::Result<()>
         risks.push("appendonly is not 'yes': a Redis crash loses acknowledged saves".to_string());
     }
     if let Some(p) = policy.as_deref().filter(|p| p.starts_with("allkeys-")) {
-        risks.push(format!(
-            "maxmemory-policy {p} can evict unpersisted messages"
-        ));
+        risks.push(format!("maxmemory-policy {p} can evict unpersisted messages"));
     }
     if !risks.is_empty() {
         if s.allow_unsafe_redis {
@@ -237,10 +184,7 @@ async fn check_redis(redis: &RedisTier, s: &RedisSettings) -> anyhow::Result<()>
                 tracing::warn!(risk = %r, "ALLOW_UNSAFE_REDIS is set: starting anyway");
             }
         } else {
-            bail!(
-                "refusing to start: {} (set ALLOW_UNSAFE_REDIS=true to accept the risk)",
-                risks.join("; ")
-            );
+            bail!("refusing to start: {} (set ALLOW_UNSAFE_REDIS=true to accept the risk)", risks.join("; "));
         }
     }
     if fsync.as_deref() != Some("always") {

@@ -119,15 +119,7 @@ impl MessageStore {
         config: StoreConfig,
         metrics: Metrics,
     ) -> Self {
-        Self {
-            redis,
-            pg,
-            breaker,
-            events,
-            config,
-            metrics,
-            reconcile: Arc::default(),
-        }
+        Self { redis, pg, breaker, events, config, metrics, reconcile: Arc::default() }
     }
 
     /// The Redis tier (persister, readiness).
@@ -159,19 +151,13 @@ impl MessageStore {
         let route = self.route().await;
         if route != Route::Fallback {
             let c = self.config;
-            let mut outcome = self
-                .redis
-                .save(&new, true, c.idempotency_ttl_s, c.window, c.cache_ttl_s)
-                .await;
+            let mut outcome = self.redis.save(&new, true, c.idempotency_ttl_s, c.window, c.cache_ttl_s).await;
             if let Ok(SaveOutcome::Cold) = outcome {
                 if let Some(found) = self.known_key(&new).await? {
                     self.breaker.record(route, true);
                     return same_or_conflict(&new, found);
                 }
-                outcome = self
-                    .redis
-                    .save(&new, false, c.idempotency_ttl_s, c.window, c.cache_ttl_s)
-                    .await;
+                outcome = self.redis.save(&new, false, c.idempotency_ttl_s, c.window, c.cache_ttl_s).await;
             }
             match outcome {
                 Ok(SaveOutcome::Saved(m)) => {
@@ -179,26 +165,15 @@ impl MessageStore {
                     self.metrics.save();
                     return Ok(m);
                 }
-                Ok(SaveOutcome::Cold) => {
-                    return Err(StoreError::Internal(
-                        "save script answered cold twice".into(),
-                    ))
-                }
+                Ok(SaveOutcome::Cold) => return Err(StoreError::Internal("save script answered cold twice".into())),
                 Ok(SaveOutcome::Duplicate(id, cached)) => {
                     self.breaker.record(route, true);
                     let original = match cached {
                         Some(m) => Some(m),
-                        None => self
-                            .pg
-                            .by_ids(&[id])
-                            .await
-                            .map_err(|_| StoreError::Unavailable)?
-                            .into_iter()
-                            .next(),
+                        None => self.pg.by_ids(&[id]).await.map_err(|_| StoreError::Unavailable)?.into_iter().next(),
                     };
-                    let original = original.ok_or_else(|| {
-                        StoreError::Internal(format!("idempotent original {id} not found"))
-                    })?;
+                    let original =
+                        original.ok_or_else(|| StoreError::Internal(format!("idempotent original {id} not found")))?;
                     return same_or_conflict(&new, original);
                 }
                 Err(fault) => {
@@ -220,21 +195,9 @@ impl MessageStore {
         let Some(key) = &new.client_message_id else {
             return Ok(None);
         };
-        let found = self
-            .pg
-            .by_client_id(&new.thread_id, key.as_str())
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
+        let found = self.pg.by_client_id(&new.thread_id, key.as_str()).await.map_err(|_| StoreError::Unavailable)?;
         if let Some(m) = &found {
-            let _ = self
-                .redis
-                .remember_key(
-                    &new.thread_id,
-                    key.as_str(),
-                    &m.id,
-                    self.config.idempotency_ttl_s,
-                )
-                .await;
+            let _ = self.redis.remember_key(&new.thread_id, key.as_str(), &m.id, self.config.idempotency_ttl_s).await;
         }
         Ok(found)
     }

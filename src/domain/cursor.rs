@@ -26,20 +26,13 @@ pub struct Cursor(pub OrderKey);
 impl Cursor {
     /// Encodes as the opaque string clients see.
     pub fn encode(&self) -> String {
-        let raw = format!(
-            "v1:{}:{}",
-            self.0.created_at.micros(),
-            self.0.id.as_uuid().simple()
-        );
+        let raw = format!("v1:{}:{}", self.0.created_at.micros(), self.0.id.as_uuid().simple());
         URL_SAFE_NO_PAD.encode(raw)
     }
 
     /// Decodes a client-supplied cursor.
     pub fn decode(s: &str) -> Result<Self, ValidationError> {
-        let bad = || ValidationError {
-            field: "cursor",
-            reason: "is not a cursor this service issued".into(),
-        };
+        let bad = || ValidationError { field: "cursor", reason: "is not a cursor this service issued".into() };
         if s.len() > 128 {
             return Err(bad());
         }
@@ -50,14 +43,8 @@ impl Cursor {
             return Err(bad());
         }
         let micros: i64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        let id = parts
-            .next()
-            .and_then(|p| Uuid::try_parse(p).ok())
-            .ok_or_else(bad)?;
-        Ok(Self(OrderKey {
-            created_at: Timestamp::from_micros(micros),
-            id: MessageId::from_uuid(id),
-        }))
+        let id = parts.next().and_then(|p| Uuid::try_parse(p).ok()).ok_or_else(bad)?;
+        Ok(Self(OrderKey { created_at: Timestamp::from_micros(micros), id: MessageId::from_uuid(id) }))
     }
 }
 
@@ -67,10 +54,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_garbage() {
-        let key = OrderKey {
-            created_at: Timestamp::from_micros(1_700_000_000_000_001),
-            id: MessageId::generate(),
-        };
+        let key = OrderKey { created_at: Timestamp::from_micros(1_700_000_000_000_001), id: MessageId::generate() };
         let c = Cursor(key);
         assert_eq!(Cursor::decode(&c.encode()), Ok(c));
         assert!(Cursor::decode("").is_err());

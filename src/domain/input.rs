@@ -13,10 +13,7 @@ pub struct ValidationError {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ValidationError {
-    ValidationError {
-        field,
-        reason: reason.into(),
-    }
+    ValidationError { field, reason: reason.into() }
 }
 
 /// A client-chosen thread id: 1-128 chars of `[A-Za-z0-9._:-]`.
@@ -62,13 +59,8 @@ impl Content {
         if s.is_empty() || s.len() > MAX_CONTENT_BYTES {
             return Err(invalid("content", "must be 1-32768 bytes of UTF-8"));
         }
-        if s.chars()
-            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-        {
-            return Err(invalid(
-                "content",
-                "must not contain control characters other than tab, LF, CR",
-            ));
+        if s.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+            return Err(invalid("content", "must not contain control characters other than tab, LF, CR"));
         }
         Ok(Self(s))
     }
@@ -101,9 +93,7 @@ impl Metadata {
         if has_nul(&v) {
             return Err(invalid("metadata", "strings must not contain U+0000"));
         }
-        let size = serde_json::to_vec(&v)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(usize::MAX);
         if size > MAX_METADATA_BYTES {
             return Err(invalid("metadata", "larger than 16384 bytes serialised"));
         }
@@ -141,10 +131,7 @@ impl ClientMessageId {
     /// Parses an idempotency key.
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| (b'!'..=b'~').contains(&b)) {
-            return Err(invalid(
-                "clientMessageId",
-                "must be 1-128 printable ASCII characters without spaces",
-            ));
+            return Err(invalid("clientMessageId", "must be 1-128 printable ASCII characters without spaces"));
         }
         Ok(Self(s.to_owned()))
     }
@@ -179,10 +166,7 @@ mod tests {
         assert!(Content::parse("a\u{0}".into()).is_err());
         assert!(Content::parse("a\u{7f}".into()).is_err());
         assert!(Content::parse("a\u{85}".into()).is_err());
-        assert_eq!(
-            Content::parse("  x  ".into()).map(|c| c.0),
-            Ok("  x  ".to_string())
-        );
+        assert_eq!(Content::parse("  x  ".into()).map(|c| c.0), Ok("  x  ".to_string()));
     }
 
     #[test]

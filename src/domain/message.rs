@@ -4,9 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{
-    ClientMessageId, Content, Cursor, Metadata, OrderKey, ThreadId, Timestamp, ValidationError,
-};
+use super::{ClientMessageId, Content, Cursor, Metadata, OrderKey, ThreadId, Timestamp, ValidationError};
 
 /// A message id: a UUIDv7 assigned by the service before storage is touched,
 /// so a retry or a fallback after an ambiguous timeout names the same message.
@@ -26,10 +24,7 @@ impl MessageId {
 
     /// Parses a client-supplied id.
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        Uuid::try_parse(s).map(Self).map_err(|_| ValidationError {
-            field: "id",
-            reason: "is not a message id".into(),
-        })
+        Uuid::try_parse(s).map(Self).map_err(|_| ValidationError { field: "id", reason: "is not a message id".into() })
     }
 
     /// The UUID.
@@ -131,10 +126,7 @@ pub struct Message {
 impl Message {
     /// The message's place in its thread.
     pub fn order_key(&self) -> OrderKey {
-        OrderKey {
-            created_at: self.created_at,
-            id: self.id,
-        }
+        OrderKey { created_at: self.created_at, id: self.id }
     }
 
     /// Its opaque cursor.

@@ -20,8 +20,7 @@ impl Timestamp {
 
     /// As a `time` value (for PostgreSQL `timestamptz`).
     pub fn to_datetime(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     /// From a `time` value, truncated to microseconds.
@@ -46,9 +45,7 @@ impl Timestamp {
 
     /// Parses any RFC 3339 timestamp (used for input and tests).
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        let dt = OffsetDateTime::parse(s, &Rfc3339)
-            .ok()?
-            .to_offset(UtcOffset::UTC);
+        let dt = OffsetDateTime::parse(s, &Rfc3339).ok()?.to_offset(UtcOffset::UTC);
         Some(Self::from_datetime(dt))
     }
 }
@@ -61,10 +58,7 @@ mod tests {
     fn formats_six_digits_utc() {
         let t = Timestamp::from_micros(1_764_104_400_123_456);
         assert_eq!(t.to_rfc3339(), "2025-11-25T21:00:00.123456Z");
-        assert_eq!(
-            Timestamp::from_micros(1_764_104_400_000_000).to_rfc3339(),
-            "2025-11-25T21:00:00.000000Z"
-        );
+        assert_eq!(Timestamp::from_micros(1_764_104_400_000_000).to_rfc3339(), "2025-11-25T21:00:00.000000Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
     }
 }

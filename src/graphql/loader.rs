@@ -25,10 +25,7 @@ impl Loader<MessageKey> for MessageLoader {
     async fn load(&self, keys: &[MessageKey]) -> Result<HashMap<MessageKey, Message>, Error> {
         let pairs: Vec<(ThreadId, MessageId)> = keys.iter().map(|k| (k.0.clone(), k.1)).collect();
         let mut found = self.store.load(&pairs).await?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| found.remove(&k.1).map(|m| (k.clone(), m)))
-            .collect())
+        Ok(keys.iter().filter_map(|k| found.remove(&k.1).map(|m| (k.clone(), m))).collect())
     }
 }
 

@@ -22,11 +22,7 @@ fn bounded(field: &'static str, v: i32, lo: i32, hi: i32) -> Result<u32, Error> 
     if (lo..=hi).contains(&v) {
         Ok(v as u32)
     } else {
-        Err(ValidationError {
-            field,
-            reason: format!("must be between {lo} and {hi}"),
-        }
-        .into())
+        Err(ValidationError { field, reason: format!("must be between {lo} and {hi}") }.into())
     }
 }
 
@@ -53,11 +49,7 @@ impl Query {
         let store = ctx.data::<MessageStore>()?;
         let tier = |t| {
             let p = metrics.tier_latency(t);
-            TierLatency {
-                p50_ms: p.p50_ms,
-                p99_ms: p.p99_ms,
-                calls: p.count,
-            }
+            TierLatency { p50_ms: p.p50_ms, p99_ms: p.p99_ms, calls: p.count }
         };
         let (depth, pending, lag_ms, dead) = metrics.queue_snapshot();
         let (saves, reads) = metrics.rates();
@@ -95,10 +87,7 @@ impl ThreadNode {
             Page::Messages(m) => Ok(m),
             Page::Keys(ids) => {
                 let loader = ctx.data::<DataLoader<MessageLoader>>()?;
-                let keys: Vec<MessageKey> = ids
-                    .iter()
-                    .map(|id| MessageKey(self.0.clone(), *id))
-                    .collect();
+                let keys: Vec<MessageKey> = ids.iter().map(|id| MessageKey(self.0.clone(), *id)).collect();
                 let mut found = loader.load_many(keys.iter().cloned()).await?;
                 Ok(keys.iter().filter_map(|k| found.remove(k)).collect())
             }
@@ -126,12 +115,7 @@ impl ThreadNode {
             offset: bounded("offset", offset, 0, MAX_OFFSET)?,
             limit: bounded("limit", limit, 1, MAX_LIMIT)?,
         };
-        Ok(self
-            .read(ctx, q)
-            .await?
-            .into_iter()
-            .map(MessageNode)
-            .collect())
+        Ok(self.read(ctx, q).await?.into_iter().map(MessageNode).collect())
     }
 
     /// Relay cursor connection, oldest first. `first`/`last` 1..=200.
@@ -143,39 +127,17 @@ impl ThreadNode {
         last: Option<i32>,
         before: Option<String>,
     ) -> Result<Connection<String, MessageNode>, Error> {
-        let after = after
-            .as_deref()
-            .map(Cursor::decode)
-            .transpose()?
-            .map(|c| c.0);
-        let before = before
-            .as_deref()
-            .map(Cursor::decode)
-            .transpose()?
-            .map(|c| c.0);
+        let after = after.as_deref().map(Cursor::decode).transpose()?.map(|c| c.0);
+        let before = before.as_deref().map(Cursor::decode).transpose()?.map(|c| c.0);
         let (order, n) = match (first, last) {
             (Some(_), Some(_)) => {
-                return Err(ValidationError {
-                    field: "first",
-                    reason: "give first or last, not both".into(),
-                }
-                .into())
+                return Err(ValidationError { field: "first", reason: "give first or last, not both".into() }.into())
             }
             (Some(f), None) => (Order::Asc, bounded("first", f, 1, MAX_LIMIT)?),
             (None, Some(l)) => (Order::Desc, bounded("last", l, 1, MAX_LIMIT)?),
             (None, None) => (Order::Asc, 50),
         };
-        let mut page = self
-            .read(
-                ctx,
-                PageQuery::Range {
-                    order,
-                    after,
-                    before,
-                    limit: n + 1,
-                },
-            )
-            .await?;
+        let mut page = self.read(ctx, PageQuery::Range { order, after, before, limit: n + 1 }).await?;
         let more = page.len() > n as usize;
         page.truncate(n as usize);
         let mut conn = if order == Order::Asc {
@@ -184,10 +146,7 @@ impl ThreadNode {
             page.reverse();
             Connection::new(more, before.is_some())
         };
-        conn.edges.extend(
-            page.into_iter()
-                .map(|m| Edge::new(m.cursor().encode(), MessageNode(m))),
-        );
+        conn.edges.extend(page.into_iter().map(|m| Edge::new(m.cursor().encode(), MessageNode(m))));
         Ok(conn)
     }
 

@@ -3,7 +3,7 @@
 use async_graphql::Schema;
 use tokio_util::sync::CancellationToken;
 
-use super::{codes::ErrorCodes, mutation::Mutation, query::Query, subscription::SubscriptionRoot};
+use super::{mutation::Mutation, query::Query, subscription::SubscriptionRoot};
 use crate::config::LimitSettings;
 use crate::events::Events;
 use crate::metrics::Metrics;
@@ -24,7 +24,6 @@ pub fn build_schema(
     Schema::build(Query, Mutation, SubscriptionRoot)
         .limit_depth(limits.max_query_depth)
         .limit_complexity(limits.max_query_complexity)
-        .extension(ErrorCodes)
         .data(store)
         .data(events)
         .data(metrics)
@@ -34,7 +33,5 @@ pub fn build_schema(
 
 /// The SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, SubscriptionRoot)
-        .finish()
-        .sdl()
+    Schema::build(Query, Mutation, SubscriptionRoot).finish().sdl()
 }

@@ -35,11 +35,7 @@ impl SubscriptionRoot {
         after: Option<String>,
     ) -> Result<impl Stream<Item = MessageNode>, Error> {
         let thread = ThreadId::parse(&thread_id)?;
-        let after = after
-            .as_deref()
-            .map(Cursor::decode)
-            .transpose()?
-            .map(|c| c.0);
+        let after = after.as_deref().map(Cursor::decode).transpose()?.map(|c| c.0);
         let store = ctx.data::<MessageStore>()?.clone();
         let events = ctx.data::<Events>()?;
         let stop = ctx.data::<CancellationToken>()?.clone();

@@ -2,8 +2,7 @@
 //! into domain types by the resolvers; outputs wrap domain types.
 
 use async_graphql::{
-    Enum, InputObject, InputValueError, InputValueResult, Json, Object, Scalar, ScalarType,
-    SimpleObject, Value, ID,
+    Enum, InputObject, InputValueError, InputValueResult, Json, Object, Scalar, ScalarType, SimpleObject, Value, ID,
 };
 
 use crate::domain::{Message, Role, Timestamp};

@@ -13,7 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::graphql::AppSchema;
+use crate::graphql::Api;
 
 /// How long the writer forwards the last frames after shutdown starts.
 const CLOSE_GRACE: Duration = Duration::from_millis(300);
@@ -21,18 +21,10 @@ const CLOSE_GRACE: Duration = Duration::from_millis(300);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves one WebSocket until the client leaves or the server shuts down.
-pub async fn serve(
-    socket: WebSocket,
-    schema: AppSchema,
-    protocol: GraphQLProtocol,
-    data: Data,
-    stop: CancellationToken,
-) {
+pub async fn serve(socket: WebSocket, api: Api, protocol: GraphQLProtocol, data: Data, stop: CancellationToken) {
     let (mut sink, stream) = socket.split();
     let (tx, mut rx) = futures::channel::mpsc::channel::<Message>(64);
-    let protocol_task = GraphQLWebSocket::new_with_pair(tx, stream, schema, protocol)
-        .with_data(data)
-        .serve();
+    let protocol_task = GraphQLWebSocket::new_with_pair(tx, stream, api, protocol).with_data(data).serve();
     let writer_stop = stop.clone();
     let writer = async move {
         loop {
@@ -57,10 +49,7 @@ pub async fn serve(
                 _ = &mut grace => break,
             }
         }
-        let frame = CloseFrame {
-            code: 1001,
-            reason: "server shutting down".into(),
-        };
+        let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
         let _ = sink.send(Message::Close(Some(frame))).await;
     };
     let bounded = async {

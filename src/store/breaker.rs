@@ -60,20 +60,8 @@ pub struct Breaker {
 
 impl Breaker {
     /// A closed breaker (or a permanently open one when `forced_open`).
-    pub fn new(
-        threshold: u32,
-        cooldown: Duration,
-        probes: u32,
-        forced_open: bool,
-        metrics: Metrics,
-    ) -> Self {
-        let state = if forced_open {
-            State::Open {
-                until: Instant::now(),
-            }
-        } else {
-            State::Closed { failures: 0 }
-        };
+    pub fn new(threshold: u32, cooldown: Duration, probes: u32, forced_open: bool, metrics: Metrics) -> Self {
+        let state = if forced_open { State::Open { until: Instant::now() } } else { State::Closed { failures: 0 } };
         if forced_open {
             metrics.breaker_state(2, "open", false);
             tracing::warn!("Redis circuit breaker forced open: PostgreSQL-only mode");
@@ -90,9 +78,7 @@ impl Breaker {
 
     /// Current state.
     pub fn state(&self) -> State {
-        self.state.lock().map(|s| *s).unwrap_or(State::Open {
-            until: Instant::now(),
-        })
+        self.state.lock().map(|s| *s).unwrap_or(State::Open { until: Instant::now() })
     }
 
     /// Whether Redis is out of use (open, or half-open with all probe slots taken).
@@ -111,22 +97,13 @@ impl Breaker {
         match *s {
             State::Closed { .. } => Route::Redis,
             State::Open { until } if Instant::now() >= until => {
-                *s = State::HalfOpen {
-                    in_flight: 1,
-                    successes: 0,
-                };
+                *s = State::HalfOpen { in_flight: 1, successes: 0 };
                 self.transition("half_open", 1, false);
                 Route::Probe
             }
             State::Open { .. } => Route::Fallback,
-            State::HalfOpen {
-                in_flight,
-                successes,
-            } if in_flight < self.probes => {
-                *s = State::HalfOpen {
-                    in_flight: in_flight + 1,
-                    successes,
-                };
+            State::HalfOpen { in_flight, successes } if in_flight < self.probes => {
+                *s = State::HalfOpen { in_flight: in_flight + 1, successes };
                 Route::Probe
             }
             State::HalfOpen { .. } => Route::Fallback,
@@ -142,25 +119,13 @@ impl Breaker {
         let next = match (*s, route, ok) {
             (State::Closed { .. }, _, true) => State::Closed { failures: 0 },
             (State::Closed { failures }, _, false) if failures + 1 >= self.threshold => self.open(),
-            (State::Closed { failures }, _, false) => State::Closed {
-                failures: failures + 1,
-            },
-            (
-                State::HalfOpen {
-                    in_flight,
-                    successes,
-                },
-                Route::Probe,
-                true,
-            ) => {
+            (State::Closed { failures }, _, false) => State::Closed { failures: failures + 1 },
+            (State::HalfOpen { in_flight, successes }, Route::Probe, true) => {
                 if successes + 1 >= self.probes {
                     self.transition("closed", 0, false);
                     State::Closed { failures: 0 }
                 } else {
-                    State::HalfOpen {
-                        in_flight: in_flight.saturating_sub(1),
-                        successes: successes + 1,
-                    }
+                    State::HalfOpen { in_flight: in_flight.saturating_sub(1), successes: successes + 1 }
                 }
             }
             (State::HalfOpen { .. }, Route::Probe, false) => self.open(),
@@ -177,23 +142,14 @@ impl Breaker {
             return;
         }
         let Ok(mut s) = self.state.lock() else { return };
-        if let State::HalfOpen {
-            in_flight,
-            successes,
-        } = *s
-        {
-            *s = State::HalfOpen {
-                in_flight: in_flight.saturating_sub(1),
-                successes,
-            };
+        if let State::HalfOpen { in_flight, successes } = *s {
+            *s = State::HalfOpen { in_flight: in_flight.saturating_sub(1), successes };
         }
     }
 
     fn open(&self) -> State {
         self.transition("open", 2, true);
-        State::Open {
-            until: Instant::now() + self.cooldown,
-        }
+        State::Open { until: Instant::now() + self.cooldown }
     }
 
     fn transition(&self, to: &'static str, code: i64, opened: bool) {

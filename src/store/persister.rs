@@ -170,10 +170,7 @@ impl Persister {
                 if !self.flush_acks().await {
                     return PersistOutcome::RetryLater;
                 }
-                PersistOutcome::Persisted {
-                    entries: count,
-                    inserted,
-                }
+                PersistOutcome::Persisted { entries: count, inserted }
             }
             Err(entries) => {
                 self.retry = entries;
@@ -193,44 +190,26 @@ impl Persister {
         };
         let batch = self.settings.persist_batch_size;
         if !self.own_pending_done {
-            let mine = self
-                .redis
-                .read_group(conn, &self.consumer, batch, self.settings.block(), "0")
-                .await?;
-            let mine: Vec<Entry> = mine
-                .into_iter()
-                .filter(|e| !self.unacked.contains(&e.id))
-                .collect();
+            let mine = self.redis.read_group(conn, &self.consumer, batch, self.settings.block(), "0").await?;
+            let mine: Vec<Entry> = mine.into_iter().filter(|e| !self.unacked.contains(&e.id)).collect();
             if !mine.is_empty() {
                 return Ok(mine);
             }
             self.own_pending_done = true;
         }
         if self.last_claim.elapsed() >= self.settings.claim_idle() / 2 {
-            let (next, claimed) = self
-                .redis
-                .autoclaim(
-                    &self.consumer,
-                    self.settings.claim_idle(),
-                    &self.claim_cursor,
-                    batch,
-                )
-                .await?;
+            let (next, claimed) =
+                self.redis.autoclaim(&self.consumer, self.settings.claim_idle(), &self.claim_cursor, batch).await?;
             self.claim_cursor = next;
             if self.claim_cursor == "0-0" {
                 self.last_claim = Instant::now();
             }
             if !claimed.is_empty() {
-                tracing::info!(
-                    entries = claimed.len(),
-                    "claimed entries a silent consumer left pending"
-                );
+                tracing::info!(entries = claimed.len(), "claimed entries a silent consumer left pending");
                 return Ok(claimed);
             }
         }
-        self.redis
-            .read_group(conn, &self.consumer, batch, self.settings.block(), ">")
-            .await
+        self.redis.read_group(conn, &self.consumer, batch, self.settings.block(), ">").await
     }
 
     /// Inserts the batch; on success the entries are queued for ack. On a
@@ -308,33 +287,23 @@ impl Persister {
         match self.pg.insert_batch(rows).await {
             Ok(new) => {
                 let new: HashSet<Uuid> = new.into_iter().collect();
-                let skipped: Vec<Uuid> = rows
-                    .iter()
-                    .map(|m| m.id.as_uuid())
-                    .filter(|id| !new.contains(id))
-                    .collect();
+                let skipped: Vec<Uuid> = rows.iter().map(|m| m.id.as_uuid()).filter(|id| !new.contains(id)).collect();
                 // A skipped row is either already stored (redelivery: fine,
                 // unless PostgreSQL's copy has another createdAt: stale) or
                 // refused for its idempotency key (an orphan).
-                let skipped: Vec<MessageId> =
-                    skipped.into_iter().map(MessageId::from_uuid).collect();
+                let skipped: Vec<MessageId> = skipped.into_iter().map(MessageId::from_uuid).collect();
                 let (orphans, stale) = match skipped.is_empty() {
                     true => (Vec::new(), Vec::new()),
                     false => match self.pg.by_ids(&skipped).await {
                         Ok(present) => {
                             let orphans = rows
                                 .iter()
-                                .filter(|m| {
-                                    skipped.contains(&m.id) && !present.iter().any(|p| p.id == m.id)
-                                })
+                                .filter(|m| skipped.contains(&m.id) && !present.iter().any(|p| p.id == m.id))
                                 .cloned()
                                 .collect();
                             let stale = present
                                 .into_iter()
-                                .filter(|p| {
-                                    rows.iter()
-                                        .any(|m| m.id == p.id && m.created_at != p.created_at)
-                                })
+                                .filter(|p| rows.iter().any(|m| m.id == p.id && m.created_at != p.created_at))
                                 .collect();
                             (orphans, stale)
                         }
@@ -369,12 +338,7 @@ impl Persister {
         // deleted before its body is marked would leave the body without a
         // TTL and in the unpersisted set for good if the process died between.
         if !self.unmarked.is_empty() {
-            if self
-                .redis
-                .mark_persisted(&self.unmarked, self.cache_ttl_s)
-                .await
-                .is_err()
-            {
+            if self.redis.mark_persisted(&self.unmarked, self.cache_ttl_s).await.is_err() {
                 return false;
             }
             self.unmarked.clear();

@@ -32,10 +32,7 @@ impl From<tokio_postgres::Error> for PgFault {
     fn from(e: tokio_postgres::Error) -> Self {
         let data_error = e.code().map(|c| {
             let class = &c.code()[..2];
-            class == "22"
-                || class == "23"
-                || class == "54"
-                || *c == SqlState::INVALID_TEXT_REPRESENTATION
+            class == "22" || class == "23" || class == "54" || *c == SqlState::INVALID_TEXT_REPRESENTATION
         });
         if data_error == Some(true) {
             PgFault::Rejected(e.to_string())
@@ -70,8 +67,7 @@ fn row_to_message(r: &Row) -> Result<Message, PgFault> {
     Ok(Message {
         id: MessageId::from_uuid(r.try_get(0).map_err(PgFault::from)?),
         thread_id: r.try_get(1).map_err(PgFault::from)?,
-        role: Role::from_db(&role)
-            .ok_or_else(|| PgFault::Rejected(format!("unknown role {role}")))?,
+        role: Role::from_db(&role).ok_or_else(|| PgFault::Rejected(format!("unknown role {role}")))?,
         content: r.try_get(3).map_err(PgFault::from)?,
         metadata: r.try_get(4).map_err(PgFault::from)?,
         client_message_id: r.try_get(5).map_err(PgFault::from)?,
@@ -88,25 +84,14 @@ fn rows(rs: Vec<Row>) -> Result<Vec<Message>, PgFault> {
 fn bound(k: Option<OrderKey>, high: bool) -> (OffsetDateTime, Uuid) {
     match k {
         Some(k) => (k.created_at.to_datetime(), k.id.as_uuid()),
-        None if high => (
-            OffsetDateTime::UNIX_EPOCH + time::Duration::days(365 * 8000),
-            Uuid::max(),
-        ),
-        None => (
-            OffsetDateTime::UNIX_EPOCH - time::Duration::days(1),
-            Uuid::nil(),
-        ),
+        None if high => (OffsetDateTime::UNIX_EPOCH + time::Duration::days(365 * 8000), Uuid::max()),
+        None => (OffsetDateTime::UNIX_EPOCH - time::Duration::days(1), Uuid::nil()),
     }
 }
 
 impl PgTier {
     /// Builds the pool without connecting (PostgreSQL may be down at start).
-    pub fn new(
-        url: &str,
-        pool_size: u32,
-        timeout: Duration,
-        metrics: Metrics,
-    ) -> anyhow::Result<Self> {
+    pub fn new(url: &str, pool_size: u32, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
         let mut config: tokio_postgres::Config = url.parse()?;
         // Acknowledged means on disk, whatever the server default says.
         config.options("-c synchronous_commit=on");
@@ -117,11 +102,7 @@ impl PgTier {
             .connection_timeout(timeout)
             .test_on_check_out(false)
             .build_unchecked(manager);
-        Ok(Self {
-            pool,
-            timeout,
-            metrics,
-        })
+        Ok(Self { pool, timeout, metrics })
     }
 
     /// Applies the SQL files in `migrations/` (idempotent).
@@ -129,12 +110,8 @@ impl PgTier {
         let (mut client, conn) = tokio_postgres::connect(url, NoTls).await?;
         let driver = tokio::spawn(conn);
         // Instances starting together must not race to create the schema.
-        client
-            .simple_query("SELECT pg_advisory_lock(7261535921)")
-            .await?;
-        let report = embedded::migrations::runner()
-            .run_async(&mut client)
-            .await?;
+        client.simple_query("SELECT pg_advisory_lock(7261535921)").await?;
+        let report = embedded::migrations::runner().run_async(&mut client).await?;
         for m in report.applied_migrations() {
             tracing::info!(migration = %m, "applied migration");
         }
@@ -149,17 +126,12 @@ impl PgTier {
     {
         let started = Instant::now();
         let result = tokio::time::timeout(self.timeout, async {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| PgFault::Unavailable(e.to_string()))?;
+            let mut conn = self.pool.get().await.map_err(|e| PgFault::Unavailable(e.to_string()))?;
             f(&mut conn).await
         })
         .await
         .unwrap_or_else(|_| Err(PgFault::Unavailable("timed out".into())));
-        self.metrics
-            .tier_call(Tier::Postgres, op, started.elapsed(), result.is_ok());
+        self.metrics.tier_call(Tier::Postgres, op, started.elapsed(), result.is_ok());
         result
     }
 
@@ -181,14 +153,9 @@ impl PgTier {
         let ids: Vec<Uuid> = batch.iter().map(|m| m.id.as_uuid()).collect();
         let roles: Vec<&str> = batch.iter().map(|m| m.role.as_str()).collect();
         let contents: Vec<&str> = batch.iter().map(|m| m.content.as_str()).collect();
-        let metas: Vec<Option<&serde_json::Value>> =
-            batch.iter().map(|m| m.metadata.as_ref()).collect();
-        let keys: Vec<Option<&str>> = batch
-            .iter()
-            .map(|m| m.client_message_id.as_deref())
-            .collect();
-        let created: Vec<OffsetDateTime> =
-            batch.iter().map(|m| m.created_at.to_datetime()).collect();
+        let metas: Vec<Option<&serde_json::Value>> = batch.iter().map(|m| m.metadata.as_ref()).collect();
+        let keys: Vec<Option<&str>> = batch.iter().map(|m| m.client_message_id.as_deref()).collect();
+        let created: Vec<OffsetDateTime> = batch.iter().map(|m| m.created_at.to_datetime()).collect();
         self.with_client("insert_batch", async |c| {
             let n = c
                 .query_typed(
@@ -272,11 +239,7 @@ impl PgTier {
         let t = thread.as_str();
         self.with_client("page", async |c| {
             let rs = match *q {
-                PageQuery::Offset {
-                    order,
-                    offset,
-                    limit,
-                } => {
+                PageQuery::Offset { order, offset, limit } => {
                     let dir = if order == Order::Asc { "ASC" } else { "DESC" };
                     let (offset, limit) = (i64::from(offset), i64::from(limit));
                     c.query_typed(
@@ -284,20 +247,11 @@ impl PgTier {
                             "SELECT {COLUMNS} FROM messages WHERE thread_id = $1
                              ORDER BY created_at {dir}, id {dir} OFFSET $2 LIMIT $3"
                         ),
-                        &[
-                            (&t, Type::TEXT),
-                            (&offset, Type::INT8),
-                            (&limit, Type::INT8),
-                        ],
+                        &[(&t, Type::TEXT), (&offset, Type::INT8), (&limit, Type::INT8)],
                     )
                     .await?
                 }
-                PageQuery::Range {
-                    order,
-                    after,
-                    before,
-                    limit,
-                } => {
+                PageQuery::Range { order, after, before, limit } => {
                     let dir = if order == Order::Asc { "ASC" } else { "DESC" };
                     let (lo_t, lo_id) = bound(after, false);
                     let (hi_t, hi_id) = bound(before, true);
@@ -328,11 +282,7 @@ impl PgTier {
 
     /// Number of messages of a thread, and the order keys of its newest
     /// `window` (newest first), for priming the Redis index.
-    pub async fn head(
-        &self,
-        thread: &ThreadId,
-        window: u32,
-    ) -> Result<(u64, Vec<OrderKey>), PgFault> {
+    pub async fn head(&self, thread: &ThreadId, window: u32) -> Result<(u64, Vec<OrderKey>), PgFault> {
         let t = thread.as_str();
         let window = i64::from(window);
         self.with_client("head", async |c| {
@@ -378,11 +328,7 @@ impl PgTier {
     }
 
     /// The message saved with an idempotency key, if any.
-    pub async fn by_client_id(
-        &self,
-        thread: &ThreadId,
-        key: &str,
-    ) -> Result<Option<Message>, PgFault> {
+    pub async fn by_client_id(&self, thread: &ThreadId, key: &str) -> Result<Option<Message>, PgFault> {
         let t = thread.as_str();
         self.with_client("by_client_id", async |c| {
             let rs = c
@@ -413,17 +359,9 @@ impl PgTier {
                 .map(|r| {
                     let ids: Vec<Uuid> = r.try_get(2)?;
                     let keys: Vec<Option<String>> = r.try_get(3)?;
-                    let idem = ids
-                        .iter()
-                        .zip(keys)
-                        .filter_map(|(id, k)| k.map(|k| (k, MessageId::from_uuid(*id))))
-                        .collect();
-                    Ok((
-                        r.try_get(0)?,
-                        Timestamp::from_datetime(r.try_get(1)?),
-                        idem,
-                        ids,
-                    ))
+                    let idem =
+                        ids.iter().zip(keys).filter_map(|(id, k)| k.map(|k| (k, MessageId::from_uuid(*id)))).collect();
+                    Ok((r.try_get(0)?, Timestamp::from_datetime(r.try_get(1)?), idem, ids))
                 })
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()
                 .map_err(PgFault::from)

@@ -17,9 +17,7 @@ pub enum Page {
 
 fn in_range(q: &PageQuery, k: OrderKey) -> bool {
     match q {
-        PageQuery::Range { after, before, .. } => {
-            after.is_none_or(|a| k > a) && before.is_none_or(|b| k < b)
-        }
+        PageQuery::Range { after, before, .. } => after.is_none_or(|a| k > a) && before.is_none_or(|b| k < b),
         _ => true,
     }
 }
@@ -36,11 +34,7 @@ fn merge(q: &PageQuery, pg: Vec<Message>, unpersisted: Vec<Message>) -> Vec<Mess
         .collect();
     all.sort_by_key(Message::order_key);
     let (order, skip, take) = match *q {
-        PageQuery::Offset {
-            order,
-            offset,
-            limit,
-        } => (order, offset as usize, limit as usize),
+        PageQuery::Offset { order, offset, limit } => (order, offset as usize, limit as usize),
         PageQuery::Range { order, limit, .. } => (order, 0, limit as usize),
         PageQuery::Count => (Order::Asc, 0, 0),
     };
@@ -65,29 +59,18 @@ impl MessageStore {
                 Ok(None) => {
                     self.breaker.record(route, true);
                     if let Ok(unpersisted) = self.redis.unpersisted(thread).await {
-                        return self
-                            .cold_page(thread, q, unpersisted)
-                            .await
-                            .map(Page::Messages);
+                        return self.cold_page(thread, q, unpersisted).await.map(Page::Messages);
                     }
                 }
                 Err(_) => self.breaker.record(route, false),
             }
         }
-        let rows = self
-            .pg
-            .page(thread, &q)
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
+        let rows = self.pg.page(thread, &q).await.map_err(|_| StoreError::Unavailable)?;
         Ok(Page::Messages(rows))
     }
 
     /// A page with bodies loaded (subscriptions and tests use this).
-    pub async fn page_messages(
-        &self,
-        thread: &ThreadId,
-        q: PageQuery,
-    ) -> Result<Vec<Message>, StoreError> {
+    pub async fn page_messages(&self, thread: &ThreadId, q: PageQuery) -> Result<Vec<Message>, StoreError> {
         match self.page(thread, q).await? {
             Page::Messages(m) => Ok(m),
             Page::Keys(ids) => {
@@ -107,27 +90,13 @@ impl MessageStore {
         let pg_query = match q {
             // Unpersisted messages may sit anywhere in the order: read enough
             // from PostgreSQL to cut the merged page correctly.
-            PageQuery::Offset {
-                order,
-                offset,
-                limit,
-            } if !unpersisted.is_empty() => PageQuery::Offset {
-                order,
-                offset: 0,
-                limit: offset + limit,
-            },
+            PageQuery::Offset { order, offset, limit } if !unpersisted.is_empty() => {
+                PageQuery::Offset { order, offset: 0, limit: offset + limit }
+            }
             other => other,
         };
-        let rows = self
-            .pg
-            .page(thread, &pg_query)
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
-        let page = if unpersisted.is_empty() {
-            rows
-        } else {
-            merge(&q, rows, unpersisted.clone())
-        };
+        let rows = self.pg.page(thread, &pg_query).await.map_err(|_| StoreError::Unavailable)?;
+        let page = if unpersisted.is_empty() { rows } else { merge(&q, rows, unpersisted.clone()) };
         if let Err(e) = self.prime(thread, unpersisted).await {
             tracing::debug!(error = %e, "could not prime thread index");
         }
@@ -137,48 +106,22 @@ impl MessageStore {
     /// Rebuilds the Redis index of a cold thread so later reads are hot.
     async fn prime(&self, thread: &ThreadId, unpersisted: Vec<Message>) -> Result<u64, StoreError> {
         let fail = |e: String| StoreError::Internal(e);
-        let (pg_count, mut head) = self
-            .pg
-            .head(thread, self.config.window)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let (pg_count, mut head) = self.pg.head(thread, self.config.window).await.map_err(|e| fail(e.to_string()))?;
         let unp_ids: Vec<MessageId> = unpersisted.iter().map(|m| m.id).collect();
         let in_pg: HashSet<MessageId> = if unp_ids.is_empty() {
             HashSet::new()
         } else {
-            self.pg
-                .by_ids(&unp_ids)
-                .await
-                .map_err(|e| fail(e.to_string()))?
-                .into_iter()
-                .map(|m| m.id)
-                .collect()
+            self.pg.by_ids(&unp_ids).await.map_err(|e| fail(e.to_string()))?.into_iter().map(|m| m.id).collect()
         };
-        let count = pg_count
-            + unpersisted
-                .iter()
-                .filter(|m| !in_pg.contains(&m.id))
-                .count() as u64;
-        head.extend(
-            unpersisted
-                .iter()
-                .filter(|m| !in_pg.contains(&m.id))
-                .map(Message::order_key),
-        );
+        let count = pg_count + unpersisted.iter().filter(|m| !in_pg.contains(&m.id)).count() as u64;
+        head.extend(unpersisted.iter().filter(|m| !in_pg.contains(&m.id)).map(Message::order_key));
         head.sort();
         head.dedup();
         let keep = head.len().saturating_sub(self.config.window as usize);
         let head = &head[keep..];
         let seen_last = head.last().map(|k| k.created_at.micros()).unwrap_or(0);
         self.redis
-            .prime(
-                thread,
-                count,
-                seen_last,
-                head,
-                self.config.window,
-                self.config.cache_ttl_s,
-            )
+            .prime(thread, count, seen_last, head, self.config.window, self.config.cache_ttl_s)
             .await
             .map_err(|e| fail(e.to_string()))?;
         Ok(count)
@@ -196,29 +139,19 @@ impl MessageStore {
                 Ok(None) => {
                     self.breaker.record(route, true);
                     if let Ok(unpersisted) = self.redis.unpersisted(thread).await {
-                        return self
-                            .prime(thread, unpersisted)
-                            .await
-                            .map_err(|_| StoreError::Unavailable);
+                        return self.prime(thread, unpersisted).await.map_err(|_| StoreError::Unavailable);
                     }
                 }
                 Err(_) => self.breaker.record(route, false),
             }
         }
-        let (n, _) = self
-            .pg
-            .head(thread, 0)
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
+        let (n, _) = self.pg.head(thread, 0).await.map_err(|_| StoreError::Unavailable)?;
         Ok(n)
     }
 
     /// Bodies by (thread, id): one Redis `MGET`, one PostgreSQL
     /// `id = ANY(..)` for the misses, which are then cached with the TTL.
-    pub async fn load(
-        &self,
-        keys: &[(ThreadId, MessageId)],
-    ) -> Result<HashMap<MessageId, Message>, StoreError> {
+    pub async fn load(&self, keys: &[(ThreadId, MessageId)]) -> Result<HashMap<MessageId, Message>, StoreError> {
         let mut found = HashMap::with_capacity(keys.len());
         let mut misses: Vec<MessageId> = keys.iter().map(|(_, id)| *id).collect();
         let route = self.route().await;
@@ -243,17 +176,9 @@ impl MessageStore {
         if misses.is_empty() {
             return Ok(found);
         }
-        let rows = self
-            .pg
-            .by_ids(&misses)
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
+        let rows = self.pg.by_ids(&misses).await.map_err(|_| StoreError::Unavailable)?;
         if route != Route::Fallback {
-            if let Err(e) = self
-                .redis
-                .cache_bodies(&rows, self.config.cache_ttl_s)
-                .await
-            {
+            if let Err(e) = self.redis.cache_bodies(&rows, self.config.cache_ttl_s).await {
                 tracing::debug!(error = %e, "could not repopulate cache");
             }
         }
@@ -268,11 +193,7 @@ impl MessageStore {
                 return Ok(self.load(&[(thread, id)]).await?.remove(&id));
             }
         }
-        let rows = self
-            .pg
-            .by_ids(&[id])
-            .await
-            .map_err(|_| StoreError::Unavailable)?;
+        let rows = self.pg.by_ids(&[id]).await.map_err(|_| StoreError::Unavailable)?;
         Ok(rows.into_iter().next())
     }
 }
@@ -299,25 +220,13 @@ mod tests {
     fn merge_dedupes_orders_and_cuts() {
         let pg = vec![msg(1, true), msg(2, true), msg(3, true)];
         let unp = vec![msg(3, false), msg(4, false), msg(5, false)];
-        let q = PageQuery::Offset {
-            order: Order::Desc,
-            offset: 1,
-            limit: 3,
-        };
+        let q = PageQuery::Offset { order: Order::Desc, offset: 1, limit: 3 };
         let page = merge(&q, pg.clone(), unp.clone());
         let ts: Vec<i64> = page.iter().map(|m| m.created_at.micros()).collect();
         assert_eq!(ts, vec![4, 3, 2]);
         assert!(page[1].persisted, "PostgreSQL's copy wins");
-        let q = PageQuery::Range {
-            order: Order::Asc,
-            after: Some(msg(2, true).order_key()),
-            before: None,
-            limit: 10,
-        };
-        let ts: Vec<i64> = merge(&q, pg, unp)
-            .iter()
-            .map(|m| m.created_at.micros())
-            .collect();
+        let q = PageQuery::Range { order: Order::Asc, after: Some(msg(2, true).order_key()), before: None, limit: 10 };
+        let ts: Vec<i64> = merge(&q, pg, unp).iter().map(|m| m.created_at.micros()).collect();
         assert_eq!(ts, vec![3, 4, 5]);
     }
 }

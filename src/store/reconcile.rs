@@ -67,9 +67,7 @@ impl ReconcileState {
         let Ok(mut last) = self.last_attempt.lock() else {
             return false;
         };
-        if last.is_some_and(|t| t.elapsed() < RETRY_EVERY)
-            || self.running.swap(true, Ordering::AcqRel)
-        {
+        if last.is_some_and(|t| t.elapsed() < RETRY_EVERY) || self.running.swap(true, Ordering::AcqRel) {
             return false;
         }
         *last = Some(Instant::now());
@@ -95,10 +93,7 @@ impl MessageStore {
             return Route::Fallback;
         }
         let result = self.reconcile().await;
-        self.reconcile.postgres_failed.store(
-            matches!(result, Err(ReconcileError::Postgres(_))),
-            Ordering::Release,
-        );
+        self.reconcile.postgres_failed.store(matches!(result, Err(ReconcileError::Postgres(_))), Ordering::Release);
         self.reconcile.running.store(false, Ordering::Release);
         match result {
             Ok(()) => route,

@@ -77,18 +77,12 @@ impl bb8::ManageConnection for Manager {
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
         let conn = self.0.connect().await?;
-        Ok(TrackedConnection {
-            conn,
-            broken: Arc::new(AtomicBool::new(false)),
-        })
+        Ok(TrackedConnection { conn, broken: Arc::new(AtomicBool::new(false)) })
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
         if conn.broken.load(Ordering::Relaxed) {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "connection marked broken",
-            )));
+            return Err(redis::RedisError::from((redis::ErrorKind::Io, "connection marked broken")));
         }
         Ok(())
     }
@@ -110,12 +104,7 @@ pub struct RedisTier {
 impl RedisTier {
     /// Builds the pool without connecting: the service must start (and fail
     /// over) even when Redis is down.
-    pub fn new(
-        url: &str,
-        pool_size: u32,
-        timeout: Duration,
-        metrics: Metrics,
-    ) -> anyhow::Result<Self> {
+    pub fn new(url: &str, pool_size: u32, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
         let manager = Manager(RedisConnectionManager::new(url)?);
         let pool = bb8::Pool::builder()
             .max_size(pool_size)
@@ -124,12 +113,7 @@ impl RedisTier {
             .retry_connection(false)
             .build_unchecked(manager);
         let client = redis::Client::open(url)?;
-        Ok(Self {
-            pool,
-            client,
-            timeout,
-            metrics,
-        })
+        Ok(Self { pool, client, timeout, metrics })
     }
 
     /// The per-call timeout.
@@ -164,8 +148,7 @@ impl RedisTier {
         })
         .await
         .unwrap_or(Err(RedisFault::Timeout));
-        self.metrics
-            .tier_call(Tier::Redis, op, started.elapsed(), result.is_ok());
+        self.metrics.tier_call(Tier::Redis, op, started.elapsed(), result.is_ok());
         if let Err(fault) = &result {
             tracing::debug!(op, %fault, "redis call failed");
             // A connection that timed out or broke may be dead (paused or
@@ -181,13 +164,9 @@ impl RedisTier {
 
     /// `CONFIG GET` one parameter (start-up checks).
     pub async fn config_get(&self, name: &'static str) -> Result<Option<String>, RedisFault> {
-        let pairs: Vec<String> = self
-            .call("config_get", |mut c| async move {
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg(name)
-                    .query_async(&mut c)
-                    .await
+        let pairs: Vec<String> =
+            self.call("config_get", |mut c| async move {
+                redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut c).await
             })
             .await?;
         Ok(pairs.get(1).cloned())
@@ -195,10 +174,7 @@ impl RedisTier {
 
     /// `PING` (readiness and breaker probes).
     pub async fn ping(&self) -> Result<(), RedisFault> {
-        self.call("ping", |mut c| async move {
-            redis::cmd("PING").query_async::<String>(&mut c).await
-        })
-        .await?;
+        self.call("ping", |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await }).await?;
         Ok(())
     }
 }

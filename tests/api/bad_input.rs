@@ -28,17 +28,11 @@ async fn every_invalid_save_is_rejected_and_nothing_is_stored() {
     let app = TestApp::spawn().await;
     let cases: Vec<(&str, Value)> = vec![
         ("empty thread id", with("threadId", json!(""))),
-        (
-            "thread id too long",
-            with("threadId", json!("a".repeat(129))),
-        ),
+        ("thread id too long", with("threadId", json!("a".repeat(129)))),
         ("thread id with space", with("threadId", json!("a b"))),
         ("thread id with slash", with("threadId", json!("a/b"))),
         ("empty content", with("content", json!(""))),
-        (
-            "content over 32768 bytes",
-            with("content", json!("é".repeat(16_385))),
-        ),
+        ("content over 32768 bytes", with("content", json!("é".repeat(16_385)))),
         ("content with NUL", with("content", json!("a\u{0}b"))),
         ("content with ESC", with("content", json!("a\u{1b}[31m"))),
         ("content with DEL", with("content", json!("a\u{7f}"))),
@@ -46,66 +40,34 @@ async fn every_invalid_save_is_rejected_and_nothing_is_stored() {
         ("metadata not an object", with("metadata", json!([1, 2]))),
         ("metadata a string", with("metadata", json!("x"))),
         ("metadata depth 9", with("metadata", nested(9))),
-        (
-            "metadata over 16 KiB",
-            with("metadata", json!({ "a": "x".repeat(16_384) })),
-        ),
-        (
-            "metadata with NUL",
-            with("metadata", json!({ "a": "x\u{0}" })),
-        ),
-        (
-            "metadata key with NUL",
-            with("metadata", json!({ "a\u{0}": 1 })),
-        ),
+        ("metadata over 16 KiB", with("metadata", json!({ "a": "x".repeat(16_384) }))),
+        ("metadata with NUL", with("metadata", json!({ "a": "x\u{0}" }))),
+        ("metadata key with NUL", with("metadata", json!({ "a\u{0}": 1 }))),
         ("empty client id", with("clientMessageId", json!(""))),
-        (
-            "client id with space",
-            with("clientMessageId", json!("a b")),
-        ),
-        (
-            "client id too long",
-            with("clientMessageId", json!("k".repeat(129))),
-        ),
+        ("client id with space", with("clientMessageId", json!("a b"))),
+        ("client id too long", with("clientMessageId", json!("k".repeat(129)))),
         ("client id non-ASCII", with("clientMessageId", json!("clé"))),
         ("unknown role", with("role", json!("ROBOT"))),
         ("role of wrong type", with("role", json!(3))),
         ("content of wrong type", with("content", json!(7))),
-        (
-            "missing content",
-            json!({ "threadId": "t", "role": "USER" }),
-        ),
+        ("missing content", json!({ "threadId": "t", "role": "USER" })),
         ("unknown input field", with("author", json!("me"))),
     ];
     for (what, input) in cases {
         let r = app.try_save(input).await;
         assert_eq!(error_code(&r), "BAD_USER_INPUT", "{what}: {r}");
-        assert!(
-            r["data"].is_null() || r["data"]["saveMessage"].is_null(),
-            "{what}: {r}"
-        );
+        assert!(r["data"].is_null() || r["data"]["saveMessage"].is_null(), "{what}: {r}");
     }
     // The boundaries themselves are accepted.
-    app.save_input(with("content", json!("é".repeat(16_384))))
-        .await;
+    app.save_input(with("content", json!("é".repeat(16_384)))).await;
     app.save_input(with("metadata", nested(8))).await;
-    app.save_input(with("threadId", json!("A".repeat(128))))
-        .await;
-    app.save_input(with("clientMessageId", json!("~".repeat(128))))
-        .await;
+    app.save_input(with("threadId", json!("A".repeat(128)))).await;
+    app.save_input(with("clientMessageId", json!("~".repeat(128)))).await;
 
     app.wait_drained(std::time::Duration::from_secs(10)).await;
-    assert_eq!(
-        app.pg_count(None),
-        4,
-        "only the four valid saves reached PostgreSQL"
-    );
+    assert_eq!(app.pg_count(None), 4, "only the four valid saves reached PostgreSQL");
     let threads = app.redis.cmd(&["KEYS", "ts:{t-bad}:m:*"]);
-    assert_eq!(
-        threads.as_array().map(<[_]>::len),
-        Some(3),
-        "only valid saves reached Redis"
-    );
+    assert_eq!(threads.as_array().map(<[_]>::len), Some(3), "only valid saves reached Redis");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,33 +92,21 @@ async fn invalid_read_arguments_are_bad_user_input() {
         assert_eq!(error_code(&r), "BAD_USER_INPUT", "{q}: {r}");
     }
     let r = app
-        .gql(
-            "query($o: MessageOrder!) { thread(id: \"t\") { messages(order: $o) { id } } }",
-            json!({ "o": "NOPE" }),
-        )
+        .gql("query($o: MessageOrder!) { thread(id: \"t\") { messages(order: $o) { id } } }", json!({ "o": "NOPE" }))
         .await;
-    assert_eq!(
-        error_code(&r),
-        "BAD_USER_INPUT",
-        "unknown enum in a variable: {r}"
-    );
+    assert_eq!(error_code(&r), "BAD_USER_INPUT", "unknown enum in a variable: {r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_queries_get_their_codes() {
     let app = TestApp::spawn().await;
-    let r = app
-        .gql("{ thread(id: \"t\") { messages { id }", json!({}))
-        .await;
+    let r = app.gql("{ thread(id: \"t\") { messages { id }", json!({})).await;
     assert_eq!(error_code(&r), "GRAPHQL_PARSE_FAILED", "{r}");
     let r = app.gql("{ thread(id: \"t\") { nope } }", json!({})).await;
     assert_eq!(error_code(&r), "GRAPHQL_VALIDATION_FAILED", "{r}");
     let r = app.gql("mutation { saveMessage { id } }", json!({})).await;
     let code = error_code(&r);
-    assert!(
-        code == "GRAPHQL_VALIDATION_FAILED" || code == "BAD_USER_INPUT",
-        "{r}"
-    );
+    assert!(code == "GRAPHQL_VALIDATION_FAILED" || code == "BAD_USER_INPUT", "{r}");
 
     // Deeper than 16 levels.
     let q = format!(
@@ -170,9 +120,7 @@ async fn malformed_and_oversized_queries_get_their_codes() {
     // GraphiQL's introspection query fits the depth limit.
     let r = app.gql(INTROSPECTION, json!({})).await;
     assert!(r.get("errors").is_none(), "introspection must work: {r}");
-    assert!(r["data"]["__schema"]["types"]
-        .as_array()
-        .is_some_and(|t| !t.is_empty()));
+    assert!(r["data"]["__schema"]["types"].as_array().is_some_and(|t| !t.is_empty()));
 
     // An oversized body is refused before parsing.
     let huge = "x".repeat(2 * 1024 * 1024);

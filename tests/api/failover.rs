@@ -35,10 +35,7 @@ pub(crate) fn pg_rows(app: &TestApp, thread: &str) -> Vec<(String, String)> {
 /// (id, createdAt) of messages as the API returned them.
 pub(crate) fn api_rows(messages: &[Value]) -> Vec<(String, String)> {
     let s = |v: &Value| v.as_str().expect("string").to_owned();
-    messages
-        .iter()
-        .map(|m| (s(&m["id"]), s(&m["createdAt"])))
-        .collect()
+    messages.iter().map(|m| (s(&m["id"]), s(&m["createdAt"]))).collect()
 }
 
 /// Asserts `thread.messages` returns exactly PostgreSQL's rows, in order,
@@ -50,9 +47,7 @@ pub(crate) async fn assert_reads_match_pg(app: &TestApp, thread: &str) {
     let bad = created.windows(2).position(|w| w[0] >= w[1]);
     if read != pg || bad.is_some() {
         let at = read.iter().zip(&pg).position(|(a, b)| a != b);
-        let show = |rows: &[(String, String)], i: usize| {
-            rows[i.saturating_sub(1)..(i + 2).min(rows.len())].to_vec()
-        };
+        let show = |rows: &[(String, String)], i: usize| rows[i.saturating_sub(1)..(i + 2).min(rows.len())].to_vec();
         let i = at.or(bad).unwrap_or(read.len().min(pg.len()));
         panic!(
             "reads of {thread} differ from PostgreSQL: {} read, {} in PostgreSQL, first difference at {at:?}, \
@@ -69,29 +64,18 @@ pub(crate) async fn assert_reads_match_pg(app: &TestApp, thread: &str) {
 pub(crate) async fn wait_breaker_closed(app: &TestApp, thread: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        app.gql(
-            "query($t: ID!) { thread(id: $t) { messageCount } }",
-            json!({ "t": thread }),
-        )
-        .await;
+        app.gql("query($t: ID!) { thread(id: $t) { messageCount } }", json!({ "t": thread })).await;
         let m = app.storage_metrics().await;
         if m["breakerState"] == json!("CLOSED") {
             return m;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "breaker never closed: {m}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "breaker never closed: {m}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Reads `thread` in a loop until stopped; returns the failed responses.
-fn spawn_reader(
-    app: &TestApp,
-    thread: &str,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<Value>> {
+fn spawn_reader(app: &TestApp, thread: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Value>> {
     let (http, url) = (app.http.clone(), app.url());
     let body = json!({
         "query": "query($t: ID!) { thread(id: $t) { messageCount messages(limit: 20, order: NEWEST_FIRST) { id createdAt } } }",
@@ -100,8 +84,7 @@ fn spawn_reader(
     tokio::spawn(async move {
         let mut failed = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            let sent =
-                tokio::time::timeout(Duration::from_secs(15), http.post(&url).json(&body).send());
+            let sent = tokio::time::timeout(Duration::from_secs(15), http.post(&url).json(&body).send());
             let r: Value = match sent.await {
                 Ok(Ok(resp)) => resp.json().await.unwrap_or_else(|e| json!(e.to_string())),
                 Ok(Err(e)) => json!(e.to_string()),
@@ -119,11 +102,7 @@ fn spawn_reader(
 async fn wait_acked(writers: &Writers, n: usize, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while writers.acked() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {} of {n} saves",
-            writers.acked()
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {} of {n} saves", writers.acked());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -144,8 +123,7 @@ async fn assert_recovered(app: &TestApp, threads: &[&str], acked: &[(String, Str
     let m = wait_breaker_closed(app, threads[0]).await;
     assert!(m["failovers"].as_u64() >= Some(1), "{m}");
     assert!(m["failoverWrites"].as_u64() > Some(0), "{m}");
-    app.wait_for_pg_count(acked.len() as i64, Duration::from_secs(60))
-        .await;
+    app.wait_for_pg_count(acked.len() as i64, Duration::from_secs(60)).await;
     app.wait_drained(Duration::from_secs(30)).await;
     app.assert_pg_holds_exactly(acked.iter().map(|(_, id)| id));
     for t in threads {
@@ -174,18 +152,8 @@ async fn redis_killed_under_load_loses_nothing_and_reads_stay_complete() {
     let (acked, failed) = writers.finish().await;
     stop.store(true, Ordering::Relaxed);
     let read_failures = reader.await.expect("reader");
-    assert!(
-        failed.is_empty(),
-        "{} saves failed, first: {}",
-        failed.len(),
-        failed[0]
-    );
-    assert!(
-        read_failures.is_empty(),
-        "{} reads failed: {}",
-        read_failures.len(),
-        read_failures[0]
-    );
+    assert!(failed.is_empty(), "{} saves failed, first: {}", failed.len(), failed[0]);
+    assert!(read_failures.is_empty(), "{} reads failed: {}", read_failures.len(), read_failures[0]);
     assert_recovered(&app, &threads, &acked).await;
 }
 
@@ -206,12 +174,7 @@ async fn redis_paused_fails_over_without_hanging() {
 
     // Every save finished within the writers' 15 s bound: none hung.
     let (acked, failed) = writers.finish().await;
-    assert!(
-        failed.is_empty(),
-        "{} saves failed, first: {}",
-        failed.len(),
-        failed[0]
-    );
+    assert!(failed.is_empty(), "{} saves failed, first: {}", failed.len(), failed[0]);
     assert_recovered(&app, &threads, &acked).await;
 }
 
@@ -220,8 +183,7 @@ async fn a_failover_write_the_breaker_never_saw_is_reconciled() {
     // Default threshold (5): one failed save falls back, the breaker stays closed.
     let mut app = TestApp::spawn().await;
     let t = "one-fault";
-    let input =
-        |k: &str| json!({ "threadId": t, "role": "USER", "content": k, "clientMessageId": k });
+    let input = |k: &str| json!({ "threadId": t, "role": "USER", "content": k, "clientMessageId": k });
     let first = app.save_input(input("k1")).await;
     assert_eq!(app.all_messages(t).await.len(), 1, "index warm");
 
@@ -229,32 +191,16 @@ async fn a_failover_write_the_breaker_never_saw_is_reconciled() {
     let written = app.save_input(input("k2")).await;
     tokio::task::block_in_place(|| app.redis.restart());
     let m = app.storage_metrics().await;
-    assert_eq!(
-        (&m["breakerState"], &m["failoverWrites"]),
-        (&json!("CLOSED"), &json!(1)),
-        "{m}"
-    );
+    assert_eq!((&m["breakerState"], &m["failoverWrites"]), (&json!("CLOSED"), &json!(1)), "{m}");
 
     // Once Redis serves again, every read is complete and a retry of k2
     // returns the message written to PostgreSQL.
     for _ in 0..10 {
-        let ids: Vec<Value> = app
-            .all_messages(t)
-            .await
-            .iter()
-            .map(|m| m["id"].clone())
-            .collect();
-        assert_eq!(
-            ids,
-            vec![first["id"].clone(), written["id"].clone()],
-            "reads of {t}"
-        );
+        let ids: Vec<Value> = app.all_messages(t).await.iter().map(|m| m["id"].clone()).collect();
+        assert_eq!(ids, vec![first["id"].clone(), written["id"].clone()], "reads of {t}");
     }
     let retry = app.save_input(input("k2")).await;
-    assert_eq!(
-        retry["id"], written["id"],
-        "retry of k2 after Redis came back"
-    );
+    assert_eq!(retry["id"], written["id"], "retry of k2 after Redis came back");
     app.wait_drained(Duration::from_secs(30)).await;
     assert_eq!(app.pg_count(Some(t)), 2);
     assert_reads_match_pg(&app, t).await;

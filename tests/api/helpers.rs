@@ -32,13 +32,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            persister: true,
-            redis_proxy: false,
-            pg_proxy: false,
-            own_postgres: false,
-            tweak: Box::new(|_| {}),
-        }
+        Self { persister: true, redis_proxy: false, pg_proxy: false, own_postgres: false, tweak: Box::new(|_| {}) }
     }
 }
 
@@ -90,17 +84,12 @@ impl TestApp {
 
     pub async fn spawn_with(opts: Options) -> TestApp {
         let redis = RedisServer::start();
-        let pg = if opts.own_postgres {
-            Pg::Own(PostgresServer::start())
-        } else {
-            Pg::Shared(PostgresServer::shared())
-        };
+        let pg =
+            if opts.own_postgres { Pg::Own(PostgresServer::start()) } else { Pg::Shared(PostgresServer::shared()) };
         let db_url = pg.server().create_database();
         let db = db_name(&db_url);
         let redis_proxy = opts.redis_proxy.then(|| ChaosProxy::start(redis.addr()));
-        let pg_proxy = opts
-            .pg_proxy
-            .then(|| ChaosProxy::to_port(pg.server().port()));
+        let pg_proxy = opts.pg_proxy.then(|| ChaosProxy::to_port(pg.server().port()));
         let mut settings = Settings::from_env().expect("default settings");
         settings.listen_addr = "127.0.0.1:0".parse().expect("addr");
         settings.redis.redis_url = match &redis_proxy {
@@ -125,29 +114,13 @@ impl TestApp {
         redis_proxy: Option<ChaosProxy>,
         pg_proxy: Option<ChaosProxy>,
     ) -> TestApp {
-        let app = Application::build(settings.clone())
-            .await
-            .expect("app builds");
+        let app = Application::build(settings.clone()).await.expect("app builds");
         let addr = app.local_addr().expect("bound");
         let store = app.store().clone();
         let stop = app.stop_token();
         tokio::spawn(app.run_until_stopped(std::future::pending()));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
-        TestApp {
-            addr,
-            http,
-            redis,
-            pg,
-            db,
-            settings,
-            redis_proxy,
-            pg_proxy,
-            store,
-            stop,
-        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        TestApp { addr, http, redis, pg, db, settings, redis_proxy, pg_proxy, store, stop }
     }
 
     /// A persister on this app's tiers, named `consumer`.
@@ -186,8 +159,7 @@ impl TestApp {
 
     /// Saves a message; panics on a GraphQL error.
     pub async fn save(&self, thread: &str, content: &str) -> Value {
-        self.save_input(json!({ "threadId": thread, "role": "USER", "content": content }))
-            .await
+        self.save_input(json!({ "threadId": thread, "role": "USER", "content": content })).await
     }
 
     /// Saves with a full input object; panics on a GraphQL error.
@@ -212,10 +184,7 @@ impl TestApp {
                     json!({ "t": thread, "o": out.len() }),
                 )
                 .await;
-            let page = r["data"]["thread"]["messages"]
-                .as_array()
-                .unwrap_or_else(|| panic!("read failed: {r}"))
-                .clone();
+            let page = r["data"]["thread"]["messages"].as_array().unwrap_or_else(|| panic!("read failed: {r}")).clone();
             let n = page.len();
             out.extend(page);
             if n < 200 {
@@ -230,12 +199,7 @@ impl TestApp {
             Some(t) => format!("SELECT count(*) FROM messages WHERE thread_id = '{t}'"),
             None => "SELECT count(*) FROM messages".into(),
         };
-        self.pg
-            .server()
-            .psql(&self.db, &sql)
-            .trim()
-            .parse()
-            .expect("count")
+        self.pg.server().psql(&self.db, &sql).trim().parse().expect("count")
     }
 
     /// Waits until PostgreSQL holds `n` messages in total (bounded).
@@ -246,10 +210,7 @@ impl TestApp {
             if got >= n {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "PostgreSQL holds {got} of {n} messages"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "PostgreSQL holds {got} of {n} messages");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -258,18 +219,11 @@ impl TestApp {
     pub async fn wait_drained(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let len = self
-                .redis
-                .cmd(&["XLEN", "ts:persist"])
-                .as_int()
-                .unwrap_or(-1);
+            let len = self.redis.cmd(&["XLEN", "ts:persist"]).as_int().unwrap_or(-1);
             if len == 0 {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "stream still holds {len} entries"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "stream still holds {len} entries");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -280,10 +234,7 @@ pub const SAVE: &str = "mutation($input: MessageCreate!) { saveMessage(input: $i
 
 /// The `extensions.code` of the first error.
 pub fn error_code(r: &Value) -> String {
-    r["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error code in {r}"))
-        .to_owned()
+    r["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {r}")).to_owned()
 }
 
 // ---- Persistence and failover helpers ----
@@ -309,10 +260,7 @@ pub async fn drain(p: &mut Persister, within: Duration) -> Drained {
             }
             PersistOutcome::RetryLater => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "persister not idle after {within:?} ({done:?})"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "persister not idle after {within:?} ({done:?})");
     }
 }
 
@@ -331,8 +279,7 @@ impl TestApp {
 
     /// Ids PostgreSQL holds for a thread, in thread order.
     pub fn pg_ids(&self, thread: &str) -> Vec<String> {
-        let sql =
-            format!("SELECT id FROM messages WHERE thread_id = '{thread}' ORDER BY created_at, id");
+        let sql = format!("SELECT id FROM messages WHERE thread_id = '{thread}' ORDER BY created_at, id");
         let out = self.pg.server().psql(&self.db, &sql);
         out.lines().map(str::to_owned).collect()
     }
@@ -340,10 +287,7 @@ impl TestApp {
     /// `XPENDING ts:persist persisters` summary count.
     pub fn stream_pending(&self) -> i64 {
         let r = self.redis.cmd(&["XPENDING", "ts:persist", "persisters"]);
-        r.as_array()
-            .and_then(|a| a.first())
-            .and_then(|v| v.as_int())
-            .unwrap_or(0)
+        r.as_array().and_then(|a| a.first()).and_then(|v| v.as_int()).unwrap_or(0)
     }
 }
 
@@ -363,12 +307,7 @@ impl Writers {
     /// Starts one writer per thread, pausing `pause` between saves.
     pub fn start(app: &TestApp, threads: &[&str], pause: Duration) -> Writers {
         use std::sync::{atomic::Ordering, Arc};
-        let w = Writers {
-            stop: Arc::default(),
-            tasks: Vec::new(),
-            acked: Arc::default(),
-            failed: Arc::default(),
-        };
+        let w = Writers { stop: Arc::default(), tasks: Vec::new(), acked: Arc::default(), failed: Arc::default() };
         let tasks = threads.iter().map(|t| {
             let (http, url, thread) = (app.http.clone(), app.url(), t.to_string());
             let (stop, acked, failed) = (w.stop.clone(), w.acked.clone(), w.failed.clone());
@@ -393,10 +332,7 @@ impl Writers {
                 }
             })
         });
-        Writers {
-            tasks: tasks.collect(),
-            ..w
-        }
+        Writers { tasks: tasks.collect(), ..w }
     }
 
     /// Saves acknowledged so far.
@@ -432,14 +368,8 @@ impl TestApp {
         assert_eq!(rows.len(), got.len(), "PostgreSQL holds a message twice");
         let missing: Vec<_> = want.difference(&got).collect();
         let extra: Vec<_> = got.difference(&want).collect();
-        assert!(
-            missing.is_empty(),
-            "acknowledged but not in PostgreSQL: {missing:?}"
-        );
-        assert!(
-            extra.is_empty(),
-            "in PostgreSQL but never acknowledged: {extra:?}"
-        );
+        assert!(missing.is_empty(), "acknowledged but not in PostgreSQL: {missing:?}");
+        assert!(extra.is_empty(), "in PostgreSQL but never acknowledged: {extra:?}");
     }
 }
 
@@ -505,38 +435,21 @@ mod ws {
 
         /// Like [`WsClient::connect`]; a small `recv_buffer` (SO_RCVBUF) makes the
         /// server's writes block soon after the client stops reading.
-        pub async fn connect_with(
-            addr: SocketAddr,
-            protocol: WsProtocol,
-            recv_buffer: Option<u32>,
-        ) -> WsClient {
-            let mut req = format!("ws://{addr}/graphql")
-                .into_client_request()
-                .expect("valid ws request");
-            req.headers_mut().insert(
-                "Sec-WebSocket-Protocol",
-                HeaderValue::from_static(protocol.name()),
-            );
+        pub async fn connect_with(addr: SocketAddr, protocol: WsProtocol, recv_buffer: Option<u32>) -> WsClient {
+            let mut req = format!("ws://{addr}/graphql").into_client_request().expect("valid ws request");
+            req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol.name()));
             let socket = TcpSocket::new_v4().expect("tcp socket");
             if let Some(n) = recv_buffer {
                 socket.set_recv_buffer_size(n).expect("set SO_RCVBUF");
             }
-            let tcp = socket
-                .connect(addr)
-                .await
-                .expect("tcp connect to the service");
-            let (ws, _) = tokio_tungstenite::client_async(req, tcp)
-                .await
-                .expect("websocket handshake");
+            let tcp = socket.connect(addr).await.expect("tcp connect to the service");
+            let (ws, _) = tokio_tungstenite::client_async(req, tcp).await.expect("websocket handshake");
             let mut client = WsClient { ws, protocol };
-            client
-                .send(json!({ "type": "connection_init", "payload": {} }))
-                .await;
+            client.send(json!({ "type": "connection_init", "payload": {} })).await;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {
-                let frame = tokio::time::timeout_at(deadline, client.ws.next())
-                    .await
-                    .expect("connection_ack within 10 s");
+                let frame =
+                    tokio::time::timeout_at(deadline, client.ws.next()).await.expect("connection_ack within 10 s");
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(_)) => continue,
@@ -552,10 +465,7 @@ mod ws {
         }
 
         async fn send(&mut self, v: Value) {
-            self.ws
-                .send(Message::text(v.to_string()))
-                .await
-                .expect("websocket send");
+            self.ws.send(Message::text(v.to_string())).await.expect("websocket send");
         }
 
         /// Starts subscription `id`.
@@ -572,14 +482,10 @@ mod ws {
         pub async fn try_next_event(&mut self, within: Duration) -> Option<WsEvent> {
             let deadline = tokio::time::Instant::now() + within;
             loop {
-                let frame = tokio::time::timeout_at(deadline, self.ws.next())
-                    .await
-                    .ok()?;
+                let frame = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(f))) => {
-                        return Some(WsEvent::Closed(format!("close frame {f:?}")))
-                    }
+                    Some(Ok(Message::Close(f))) => return Some(WsEvent::Closed(format!("close frame {f:?}"))),
                     Some(Ok(_)) => continue, // websocket ping/pong: tungstenite answers pings
                     Some(Err(e)) => return Some(WsEvent::Closed(format!("transport error: {e}"))),
                     None => return Some(WsEvent::Closed("end of stream".into())),
@@ -590,17 +496,10 @@ mod ws {
                     "pong" | "ka" | "connection_ack" => {}
                     "next" | "data" => {
                         let payload = &v["payload"];
-                        assert!(
-                            payload.get("errors").is_none_or(Value::is_null),
-                            "subscription error: {v}"
-                        );
+                        assert!(payload.get("errors").is_none_or(Value::is_null), "subscription error: {v}");
                         return Some(WsEvent::Data(payload["data"].clone()));
                     }
-                    "complete" => {
-                        return Some(WsEvent::Complete(
-                            v["id"].as_str().unwrap_or_default().to_owned(),
-                        ))
-                    }
+                    "complete" => return Some(WsEvent::Complete(v["id"].as_str().unwrap_or_default().to_owned())),
                     _ => panic!("unexpected server message: {v}"),
                 }
             }
@@ -608,9 +507,7 @@ mod ws {
 
         /// The next event; panics when nothing arrives within `within`.
         pub async fn next_event(&mut self, within: Duration) -> WsEvent {
-            self.try_next_event(within)
-                .await
-                .unwrap_or_else(|| panic!("nothing received within {within:?}"))
+            self.try_next_event(within).await.unwrap_or_else(|| panic!("nothing received within {within:?}"))
         }
 
         /// The next `next`/`data` payload's data; panics on anything else.
@@ -631,10 +528,7 @@ mod ws {
         {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
             loop {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "subscription never delivered a probe"
-                );
+                assert!(tokio::time::Instant::now() < deadline, "subscription never delivered a probe");
                 save_probe().await;
                 match self.try_next_event(Duration::from_millis(500)).await {
                     None => continue,

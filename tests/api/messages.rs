@@ -21,48 +21,31 @@ async fn save_then_read_then_persisted() {
 
     // createdAt: RFC 3339, UTC, exactly six fractional digits.
     let created = saved["createdAt"].as_str().expect("createdAt");
-    assert_eq!(
-        created.len(),
-        "2026-11-25T21:00:00.123456Z".len(),
-        "{created}"
-    );
-    assert!(
-        created.ends_with('Z') && created.as_bytes()[19] == b'.',
-        "{created}"
-    );
+    assert_eq!(created.len(), "2026-11-25T21:00:00.123456Z".len(), "{created}");
+    assert!(created.ends_with('Z') && created.as_bytes()[19] == b'.', "{created}");
 
     // Becomes persisted in the background, and PostgreSQL holds it once.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let read = loop {
-        let r = app.gql("query($id: ID!) { message(id: $id) { id content createdAt cursor persisted metadata } }", json!({ "id": saved["id"] })).await;
+        let r = app
+            .gql(
+                "query($id: ID!) { message(id: $id) { id content createdAt cursor persisted metadata } }",
+                json!({ "id": saved["id"] }),
+            )
+            .await;
         let m = r["data"]["message"].clone();
         if m["persisted"] == true {
             break m;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never persisted: {r}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "never persisted: {r}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(
-        read["content"], content,
-        "byte-exact after the round trip through PostgreSQL too"
-    );
-    assert_eq!(
-        read["cursor"], saved["cursor"],
-        "cursor is a stable function of the message"
-    );
+    assert_eq!(read["content"], content, "byte-exact after the round trip through PostgreSQL too");
+    assert_eq!(read["cursor"], saved["cursor"], "cursor is a stable function of the message");
     assert_eq!(read["createdAt"], saved["createdAt"]);
     assert_eq!(app.pg_count(Some("room-1")), 1);
-    let stored = app
-        .pg
-        .server()
-        .psql(&app.db, "SELECT content FROM messages");
-    assert_eq!(
-        stored.trim_end_matches('\n'),
-        content.trim_end_matches('\n')
-    );
+    let stored = app.pg.server().psql(&app.db, "SELECT content FROM messages");
+    assert_eq!(stored.trim_end_matches('\n'), content.trim_end_matches('\n'));
 
     let page = app.all_messages("room-1").await;
     assert_eq!(page.len(), 1);
@@ -155,10 +138,7 @@ async fn get_serves_queries_but_not_mutations() {
     assert_eq!(q.status(), 200);
     let m = reqwest::Client::new()
         .get(format!("{base}/graphql"))
-        .query(&[(
-            "query",
-            "mutation { saveMessage(input: {threadId: \"g\", role: USER, content: \"x\"}) { id } }",
-        )])
+        .query(&[("query", "mutation { saveMessage(input: {threadId: \"g\", role: USER, content: \"x\"}) { id } }")])
         .send()
         .await
         .expect("get");
@@ -166,28 +146,18 @@ async fn get_serves_queries_but_not_mutations() {
     assert_eq!(app.pg_count(None), 0);
     assert_eq!(app.redis.cmd(&["XLEN", "ts:persist"]).as_int(), Some(0));
 
-    for (path, want) in [
-        ("/healthz", 200),
-        ("/readyz", 200),
-        ("/", 200),
-        ("/metrics", 200),
-    ] {
+    for (path, want) in [("/healthz", 200), ("/readyz", 200), ("/", 200), ("/metrics", 200)] {
         let r = reqwest::get(format!("{base}{path}")).await.expect("get");
         assert_eq!(r.status(), want, "{path}");
     }
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("threadstore_"), "prometheus text exported");
 }
 
 #[test]
 fn committed_schema_matches_the_binary() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
-        .expect("schema.graphql");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).expect("schema.graphql");
     assert_eq!(
         committed,
         threadstore::graphql::sdl(),

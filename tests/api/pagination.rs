@@ -22,15 +22,7 @@ async fn write_concurrently(app: &TestApp, thread: &str) -> Vec<Value> {
             for i in 0..PER_WRITER {
                 let body = json!({ "query": crate::helpers::SAVE, "variables": { "input": {
                     "threadId": thread, "role": "USER", "content": format!("w{w}-{i}") } } });
-                let r: Value = http
-                    .post(&url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("sent")
-                    .json()
-                    .await
-                    .expect("json");
+                let r: Value = http.post(&url).json(&body).send().await.expect("sent").json().await.expect("json");
                 saved.push(r["data"]["saveMessage"].clone());
             }
             saved
@@ -70,10 +62,7 @@ async fn offset_pages(app: &TestApp, thread: &str, order: &str, limit: usize) ->
                 json!({ "t": thread, "l": limit, "o": out.len(), "ord": order }),
             )
             .await;
-        let page = r["data"]["thread"]["messages"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{r}"))
-            .clone();
+        let page = r["data"]["thread"]["messages"].as_array().unwrap_or_else(|| panic!("{r}")).clone();
         let n = page.len();
         out.extend(page);
         if n < limit {
@@ -91,35 +80,20 @@ async fn cursor_pages(app: &TestApp, thread: &str, forward: bool, size: usize) -
         "query($t: ID!, $n: Int!, $c: String) { thread(id: $t) { messageConnection(last: $n, before: $c) { edges { cursor node { id createdAt cursor } } pageInfo { hasNextPage hasPreviousPage } } } }"
     };
     loop {
-        let r = app
-            .gql(q, json!({ "t": thread, "n": size, "c": cursor }))
-            .await;
+        let r = app.gql(q, json!({ "t": thread, "n": size, "c": cursor })).await;
         let conn = &r["data"]["thread"]["messageConnection"];
-        let edges = conn["edges"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{r}"))
-            .clone();
+        let edges = conn["edges"].as_array().unwrap_or_else(|| panic!("{r}")).clone();
         for e in &edges {
-            assert_eq!(
-                e["cursor"], e["node"]["cursor"],
-                "edge cursor is the message cursor"
-            );
+            assert_eq!(e["cursor"], e["node"]["cursor"], "edge cursor is the message cursor");
         }
         let nodes: Vec<Value> = edges.iter().map(|e| e["node"].clone()).collect();
-        let more = if forward {
-            conn["pageInfo"]["hasNextPage"] == true
-        } else {
-            conn["pageInfo"]["hasPreviousPage"] == true
-        };
+        let more =
+            if forward { conn["pageInfo"]["hasNextPage"] == true } else { conn["pageInfo"]["hasPreviousPage"] == true };
         if forward {
-            cursor = nodes
-                .last()
-                .map(|n| n["cursor"].as_str().expect("cursor").to_owned());
+            cursor = nodes.last().map(|n| n["cursor"].as_str().expect("cursor").to_owned());
             out.extend(nodes);
         } else {
-            cursor = nodes
-                .first()
-                .map(|n| n["cursor"].as_str().expect("cursor").to_owned());
+            cursor = nodes.first().map(|n| n["cursor"].as_str().expect("cursor").to_owned());
             out.splice(0..0, nodes);
         }
         if !more {
@@ -131,44 +105,19 @@ async fn cursor_pages(app: &TestApp, thread: &str, forward: bool, size: usize) -
 async fn check_every_view(app: &TestApp, thread: &str, expected: &HashSet<String>) {
     let oldest = offset_pages(app, thread, "OLDEST_FIRST", 200).await;
     let ids = check_order(&oldest);
-    assert_eq!(
-        ids.iter().cloned().collect::<HashSet<_>>(),
-        *expected,
-        "complete: exactly the saved messages"
-    );
+    assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), *expected, "complete: exactly the saved messages");
 
     let mut newest = offset_pages(app, thread, "NEWEST_FIRST", 170).await;
     newest.reverse();
-    assert_eq!(
-        check_order(&newest),
-        ids,
-        "newest-first is the exact reverse"
-    );
+    assert_eq!(check_order(&newest), ids, "newest-first is the exact reverse");
 
     let fwd = cursor_pages(app, thread, true, 150).await;
-    assert_eq!(
-        check_order(&fwd),
-        ids,
-        "forward cursors walk the same order"
-    );
+    assert_eq!(check_order(&fwd), ids, "forward cursors walk the same order");
     let back = cursor_pages(app, thread, false, 130).await;
-    assert_eq!(
-        check_order(&back),
-        ids,
-        "backward cursors walk the same order"
-    );
+    assert_eq!(check_order(&back), ids, "backward cursors walk the same order");
 
-    let r = app
-        .gql(
-            "query($t: ID!) { thread(id: $t) { messageCount } }",
-            json!({ "t": thread }),
-        )
-        .await;
-    assert_eq!(
-        r["data"]["thread"]["messageCount"],
-        json!(expected.len()),
-        "{r}"
-    );
+    let r = app.gql("query($t: ID!) { thread(id: $t) { messageCount } }", json!({ "t": thread })).await;
+    assert_eq!(r["data"]["thread"]["messageCount"], json!(expected.len()), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,10 +131,7 @@ async fn concurrent_writers_then_every_view_agrees_hot_deep_and_cold() {
     .await;
     let thread = "busy-room";
     let saved = write_concurrently(&app, thread).await;
-    let expected: HashSet<String> = saved
-        .iter()
-        .map(|m| m["id"].as_str().expect("saved").to_owned())
-        .collect();
+    let expected: HashSet<String> = saved.iter().map(|m| m["id"].as_str().expect("saved").to_owned()).collect();
     assert_eq!(expected.len(), WRITERS * PER_WRITER);
 
     // Nothing persisted yet: deep pages merge PostgreSQL (empty) with the
@@ -208,21 +154,12 @@ async fn concurrent_writers_then_every_view_agrees_hot_deep_and_cold() {
     check_every_view(&app, thread, &expected).await;
 
     // Order stays total after the cold start: new messages sort after all.
-    let last_before = saved
-        .iter()
-        .map(|m| m["createdAt"].as_str().expect("t").to_owned())
-        .max()
-        .expect("some");
+    let last_before = saved.iter().map(|m| m["createdAt"].as_str().expect("t").to_owned()).max().expect("some");
     let newer = app.save(thread, "after the flush").await;
     assert!(newer["createdAt"].as_str().expect("t") > last_before.as_str());
 
     // Cursors are stable: the same message has the same cursor everywhere.
-    let by_id = app
-        .gql(
-            "query($id: ID!) { message(id: $id) { cursor } }",
-            json!({ "id": saved[7]["id"] }),
-        )
-        .await;
+    let by_id = app.gql("query($id: ID!) { message(id: $id) { cursor } }", json!({ "id": saved[7]["id"] })).await;
     assert_eq!(by_id["data"]["message"]["cursor"], saved[7]["cursor"]);
 }
 
@@ -240,19 +177,9 @@ async fn a_cursor_never_sees_an_older_message_appear_before_it() {
                 json!({ "c": after }),
             )
             .await;
-        let edges = r["data"]["thread"]["messageConnection"]["edges"]
-            .as_array()
-            .expect("edges")
-            .clone();
-        assert_eq!(
-            edges.len(),
-            1,
-            "exactly the one new message follows the cursor: {r}"
-        );
-        let t = edges[0]["node"]["createdAt"]
-            .as_str()
-            .expect("t")
-            .to_owned();
+        let edges = r["data"]["thread"]["messageConnection"]["edges"].as_array().expect("edges").clone();
+        assert_eq!(edges.len(), 1, "exactly the one new message follows the cursor: {r}");
+        let t = edges[0]["node"]["createdAt"].as_str().expect("t").to_owned();
         assert!(t > *seen.last().expect("last"));
         seen.push(t);
         after = edges[0]["cursor"].as_str().expect("cursor").to_owned();

@@ -47,15 +47,8 @@ async fn unpersisted_messages_never_expire_until_postgres_holds_them() {
     })
     .await;
     let policy = app.redis.cmd(&["CONFIG", "GET", "maxmemory-policy"]);
-    let policy = policy
-        .as_array()
-        .and_then(|a| a.get(1))
-        .and_then(|v| v.as_str());
-    assert_eq!(
-        policy,
-        Some("noeviction"),
-        "the test Redis must never evict"
-    );
+    let policy = policy.as_array().and_then(|a| a.get(1)).and_then(|v| v.as_str());
+    assert_eq!(policy, Some("noeviction"), "the test Redis must never evict");
 
     let t = "ttl";
     let ids = save_n(&app, t, 5).await;
@@ -65,61 +58,31 @@ async fn unpersisted_messages_never_expire_until_postgres_holds_them() {
         let loc_ttl = app.redis.cmd(&["TTL", &format!("ts:loc:{id}")]).as_int();
         assert_eq!(loc_ttl, Some(-1), "unpersisted locator {id} has a TTL");
         let body = app.redis.get(&body_key(t, id)).expect("body cached");
-        assert!(
-            body.starts_with('0'),
-            "fresh body flagged persisted: {body}"
-        );
-        assert!(
-            !app.redis.cmd(&["ZSCORE", &unp_key(t), id]).is_nil(),
-            "{id} not in unp"
-        );
+        assert!(body.starts_with('0'), "fresh body flagged persisted: {body}");
+        assert!(!app.redis.cmd(&["ZSCORE", &unp_key(t), id]).is_nil(), "{id} not in unp");
     }
     assert_eq!(app.pg_count(Some(t)), 0);
 
     let mut p = app.persister("ttl");
     let done = drain(&mut p, Duration::from_secs(30)).await;
-    assert_eq!(
-        done,
-        Drained {
-            entries: 5,
-            inserted: 5
-        }
-    );
+    assert_eq!(done, Drained { entries: 5, inserted: 5 });
 
     for id in &ids {
-        let ttl = app
-            .redis
-            .cmd(&["TTL", &body_key(t, id)])
-            .as_int()
-            .expect("TTL");
-        assert!(
-            (1..=600).contains(&ttl),
-            "persisted body {id} has TTL {ttl}, not the cache TTL"
-        );
+        let ttl = app.redis.cmd(&["TTL", &body_key(t, id)]).as_int().expect("TTL");
+        assert!((1..=600).contains(&ttl), "persisted body {id} has TTL {ttl}, not the cache TTL");
         let body = app.redis.get(&body_key(t, id)).expect("body still cached");
         assert!(body.starts_with('1'), "persisted body not flagged: {body}");
         assert_eq!(persisted_flag(&app, id).await, json!(true));
     }
     assert_eq!(app.redis.cmd(&["ZCARD", &unp_key(t)]).as_int(), Some(0));
-    assert_eq!(
-        app.pg_ids(t),
-        ids,
-        "PostgreSQL holds each message once, in order"
-    );
+    assert_eq!(app.pg_ids(t), ids, "PostgreSQL holds each message once, in order");
     let read = app.all_messages(t).await;
-    assert!(
-        read.iter().all(|m| m["persisted"] == json!(true)),
-        "{read:?}"
-    );
+    assert!(read.iter().all(|m| m["persisted"] == json!(true)), "{read:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_redelivered_after_commit_without_ack_is_stored_once() {
-    let app = TestApp::spawn_with(Options {
-        persister: false,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Options { persister: false, ..Options::default() }).await;
     let mut ids = save_n(&app, "redeliver-a", 12).await;
     ids.extend(save_n(&app, "redeliver-b", 8).await);
 
@@ -129,25 +92,14 @@ async fn batch_redelivered_after_commit_without_ack_is_stored_once() {
     let mut first = app.persister("crashy");
     assert_eq!(first.persist_batch().await, PersistOutcome::RetryLater);
     assert_eq!(app.pg_count(None), 20, "the batch was committed");
-    assert_eq!(
-        app.stream_pending(),
-        20,
-        "committed entries are still pending"
-    );
+    assert_eq!(app.stream_pending(), 20, "committed entries are still pending");
     drop(first);
     app.redis.cmd(&["ACL", "SETUSER", "default", "+xack"]);
 
     // The restarted consumer gets its pending entries again.
     let mut again = app.persister("crashy");
     let done = drain(&mut again, Duration::from_secs(30)).await;
-    assert_eq!(
-        done,
-        Drained {
-            entries: 20,
-            inserted: 0
-        },
-        "redelivered; nothing new stored"
-    );
+    assert_eq!(done, Drained { entries: 20, inserted: 0 }, "redelivered; nothing new stored");
     app.assert_pg_holds_exactly(&ids);
     assert_eq!(app.stream_pending(), 0);
     assert_eq!(app.redis.cmd(&["XLEN", "ts:persist"]).as_int(), Some(0));
@@ -179,11 +131,7 @@ async fn entries_of_a_dead_consumer_are_claimed_and_stored_once() {
     drop(doomed);
     assert_eq!(app.pg_count(None), 0);
     let pending = app.redis.cmd(&["XPENDING", "ts:persist", "persisters"]);
-    assert_eq!(
-        pending.to_string().lines().last(),
-        Some("30"),
-        "A holds the batch: {pending}"
-    );
+    assert_eq!(pending.to_string().lines().last(), Some("30"), "A holds the batch: {pending}");
     assert!(pending.to_string().contains("doomed"), "{pending}");
     proxy.heal();
 
@@ -192,10 +140,7 @@ async fn entries_of_a_dead_consumer_are_claimed_and_stored_once() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut done = Drained::default();
     while app.stream_pending() > 0 || app.pg_count(None) < 30 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not claimed: {done:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "not claimed: {done:?}");
         match rescuer.persist_batch().await {
             PersistOutcome::Persisted { entries, inserted } => {
                 done.entries += entries;
@@ -205,30 +150,16 @@ async fn entries_of_a_dead_consumer_are_claimed_and_stored_once() {
             PersistOutcome::Idle => {}
         }
     }
-    assert_eq!(
-        done,
-        Drained {
-            entries: 30,
-            inserted: 30
-        }
-    );
+    assert_eq!(done, Drained { entries: 30, inserted: 30 });
     app.assert_pg_holds_exactly(&ids);
     assert_eq!(app.redis.cmd(&["XLEN", "ts:persist"]).as_int(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_delivered_to_a_lost_read_are_persisted_without_waiting_for_a_claim() {
-    let app = TestApp::spawn_with(Options {
-        persister: false,
-        redis_proxy: true,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Options { persister: false, redis_proxy: true, ..Options::default() }).await;
     let mut p = app.persister("p");
-    assert_eq!(
-        drain(&mut p, Duration::from_secs(30)).await,
-        Drained::default()
-    );
+    assert_eq!(drain(&mut p, Duration::from_secs(30)).await, Drained::default());
     let ids = save_n(&app, "lost-read", 5).await;
 
     // The read times out, but Redis still runs it once the partition heals:
@@ -239,22 +170,13 @@ async fn entries_delivered_to_a_lost_read_are_persisted_without_waiting_for_a_cl
     proxy.heal();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while app.stream_pending() < 5 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the held read never ran"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "the held read never ran");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     // Well before the claim timeout (30 s) the persister picks them up again.
     let done = drain(&mut p, Duration::from_secs(10)).await;
-    assert_eq!(
-        done,
-        Drained {
-            entries: 5,
-            inserted: 5
-        }
-    );
+    assert_eq!(done, Drained { entries: 5, inserted: 5 });
     app.assert_pg_holds_exactly(&ids);
     assert_eq!(app.stream_pending(), 0);
 }

@@ -92,11 +92,7 @@ impl Service {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 panic!("exited during start-up with {status}\n{}", self.log());
             }
-            let ready = self
-                .http
-                .get(format!("http://{}/readyz", self.addr))
-                .send()
-                .await;
+            let ready = self.http.get(format!("http://{}/readyz", self.addr)).send().await;
             if ready.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
                 return;
             }
@@ -159,12 +155,8 @@ impl Service {
     fn queued_keys(&self) -> HashSet<String> {
         // One reply element per line: entry ids, field names, message JSON.
         let out = self.redis.cli(&["XRANGE", "ts:persist", "-", "+"]);
-        let bodies = out
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok());
-        bodies
-            .filter_map(|b| Some(b["k"].as_str()?.to_owned()))
-            .collect()
+        let bodies = out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok());
+        bodies.filter_map(|b| Some(b["k"].as_str()?.to_owned())).collect()
     }
 }
 
@@ -210,11 +202,7 @@ impl Load {
             })
         };
         let clients = (0..clients).map(client).collect();
-        Load {
-            ledger,
-            stop,
-            clients,
-        }
+        Load { ledger, stop, clients }
     }
 
     async fn wait_acked(&self, n: usize, svc: &Service) {

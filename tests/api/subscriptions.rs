@@ -21,15 +21,9 @@ const PROBE: &str = "probe";
 
 /// Subscribes ("1") to `thread` and waits until the subscription delivers,
 /// so every message saved afterwards is owed to it.
-async fn subscribe_live(
-    app: &TestApp,
-    protocol: WsProtocol,
-    thread: &str,
-    rcvbuf: Option<u32>,
-) -> WsClient {
+async fn subscribe_live(app: &TestApp, protocol: WsProtocol, thread: &str, rcvbuf: Option<u32>) -> WsClient {
     let mut ws = WsClient::connect_with(app.addr, protocol, rcvbuf).await;
-    ws.subscribe("1", MESSAGE_SAVED, json!({ "t": thread }))
-        .await;
+    ws.subscribe("1", MESSAGE_SAVED, json!({ "t": thread })).await;
     ws.wait_live(|| async {
         app.save(thread, PROBE).await;
     })
@@ -39,14 +33,8 @@ async fn subscribe_live(
 
 /// Cuts the service's pub/sub connection.
 fn kill_pubsub(app: &TestApp) {
-    let killed = app
-        .redis
-        .cmd(&["CLIENT", "KILL", "TYPE", "pubsub"])
-        .as_int();
-    assert!(
-        killed.is_some_and(|n| n >= 1),
-        "no pub/sub connection: {killed:?}"
-    );
+    let killed = app.redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]).as_int();
+    assert!(killed.is_some_and(|n| n >= 1), "no pub/sub connection: {killed:?}");
 }
 
 /// Reads `messageSaved` events until the message `last_id` arrives.
@@ -64,12 +52,7 @@ async fn collect_until(ws: &mut WsClient, last_id: &Value) -> Vec<Value> {
 
 /// Saves a fence message and reads everything up to it: whatever was owed
 /// before the fence has arrived by then, duplicates included.
-async fn fence_and_collect(
-    app: &TestApp,
-    ws: &mut WsClient,
-    thread: &str,
-    saved: &mut Vec<Value>,
-) -> Vec<Value> {
+async fn fence_and_collect(app: &TestApp, ws: &mut WsClient, thread: &str, saved: &mut Vec<Value>) -> Vec<Value> {
     let fence = app.save(thread, "fence").await;
     saved.push(fence.clone());
     collect_until(ws, &fence["id"]).await
@@ -80,28 +63,14 @@ async fn fence_and_collect(
 fn assert_delivered_exactly(got: &[Value], saved: &[Value]) {
     let mut expected: Vec<&Value> = saved.iter().collect();
     expected.sort_by(|a, b| a["createdAt"].as_str().cmp(&b["createdAt"].as_str()));
-    let expected: Vec<&str> = expected
-        .iter()
-        .map(|m| m["id"].as_str().expect("saved id"))
-        .collect();
+    let expected: Vec<&str> = expected.iter().map(|m| m["id"].as_str().expect("saved id")).collect();
     let unique: HashSet<&str> = expected.iter().copied().collect();
-    assert_eq!(
-        unique.len(),
-        saved.len(),
-        "the saves returned duplicate ids"
-    );
-    let delivered: Vec<&str> = got
-        .iter()
-        .filter(|m| m["content"] != PROBE)
-        .map(|m| m["id"].as_str().expect("delivered id"))
-        .collect();
+    assert_eq!(unique.len(), saved.len(), "the saves returned duplicate ids");
+    let delivered: Vec<&str> =
+        got.iter().filter(|m| m["content"] != PROBE).map(|m| m["id"].as_str().expect("delivered id")).collect();
     if delivered != expected {
         let seen: HashSet<&str> = delivered.iter().copied().collect();
-        let at = delivered
-            .iter()
-            .zip(&expected)
-            .take_while(|(d, e)| d == e)
-            .count();
+        let at = delivered.iter().zip(&expected).take_while(|(d, e)| d == e).count();
         panic!(
             "delivery differs from the saves in thread order: {} delivered, {} saved, {} missing, {} unknown, {} duplicates; \
              first difference at #{at}: delivered {:?}, expected {:?}",
@@ -114,17 +83,9 @@ fn assert_delivered_exactly(got: &[Value], saved: &[Value]) {
             expected.get(at),
         );
     }
-    let created: Vec<&str> = got
-        .iter()
-        .map(|m| m["createdAt"].as_str().expect("createdAt"))
-        .collect();
+    let created: Vec<&str> = got.iter().map(|m| m["createdAt"].as_str().expect("createdAt")).collect();
     for w in created.windows(2) {
-        assert!(
-            w[0] < w[1],
-            "createdAt not strictly increasing: {} then {}",
-            w[0],
-            w[1]
-        );
+        assert!(w[0] < w[1], "createdAt not strictly increasing: {} then {}", w[0], w[1]);
     }
 }
 
@@ -207,16 +168,9 @@ async fn pubsub_connection_kills_lose_nothing() {
             // Wait for the writer to get there and for the service to be
             // (re)subscribed, then cut its pub/sub connection.
             let deadline = tokio::time::Instant::now() + WAIT;
-            let subscribed = || {
-                !app.redis
-                    .cli(&["CLIENT", "LIST", "TYPE", "pubsub"])
-                    .is_empty()
-            };
+            let subscribed = || !app.redis.cli(&["CLIENT", "LIST", "TYPE", "pubsub"]).is_empty();
             while progress.load(Ordering::SeqCst) < at || !subscribed() {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "writer or reconnect stalled"
-                );
+                assert!(tokio::time::Instant::now() < deadline, "writer or reconnect stalled");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             kill_pubsub(&app);

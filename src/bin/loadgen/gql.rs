@@ -11,8 +11,7 @@ pub const SAVE_MUTATION: &str = "mutation($input: MessageCreate!) { saveMessage(
      { id threadId createdAt cursor persisted } }";
 pub const READ_QUERY: &str = "query($t: ID!) { thread(id: $t) \
      { messages(limit: 50, order: NEWEST_FIRST) { id content createdAt } } }";
-pub const METRICS_QUERY: &str =
-    "query { storageMetrics { persistenceQueueDepth persistenceLagMs } }";
+pub const METRICS_QUERY: &str = "query { storageMetrics { persistenceQueueDepth persistenceLagMs } }";
 pub const SUBSCRIPTION: &str =
     "subscription($t:ID!){ messageSaved(threadId:$t){ id threadId content createdAt cursor } }";
 
@@ -33,11 +32,7 @@ struct Request<'a> {
 impl Gql {
     pub fn new(base: &str, pool: usize, timeout: Duration) -> Result<Self> {
         let base = base.trim_end_matches('/');
-        let endpoint = if base.ends_with("/graphql") {
-            base.to_string()
-        } else {
-            format!("{base}/graphql")
-        };
+        let endpoint = if base.ends_with("/graphql") { base.to_string() } else { format!("{base}/graphql") };
         let ws_endpoint = if let Some(rest) = endpoint.strip_prefix("http://") {
             format!("ws://{rest}")
         } else if let Some(rest) = endpoint.strip_prefix("https://") {
@@ -53,11 +48,7 @@ impl Gql {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
-        Ok(Gql {
-            http,
-            endpoint,
-            ws_endpoint,
-        })
+        Ok(Gql { http, endpoint, ws_endpoint })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -83,8 +74,8 @@ impl Gql {
         if !status.is_success() {
             bail!("HTTP {status}: {}", snippet(&body));
         }
-        let mut v: Value = serde_json::from_slice(&body)
-            .with_context(|| format!("response is not JSON: {}", snippet(&body)))?;
+        let mut v: Value =
+            serde_json::from_slice(&body).with_context(|| format!("response is not JSON: {}", snippet(&body)))?;
         if let Some(errs) = v.get("errors").and_then(Value::as_array) {
             if let Some(first) = errs.first() {
                 let msg = first.get("message").and_then(Value::as_str).unwrap_or("?");
@@ -123,23 +114,14 @@ impl Gql {
     /// Newest 50 messages of a thread; returns how many came back.
     pub async fn read_newest(&self, thread: &str) -> Result<usize> {
         let data = self.execute(READ_QUERY, json!({ "t": thread })).await?;
-        let thread = data
-            .get("thread")
-            .filter(|t| !t.is_null())
-            .ok_or_else(|| anyhow!("thread not found"))?;
-        thread
-            .get("messages")
-            .and_then(Value::as_array)
-            .map(Vec::len)
-            .ok_or_else(|| anyhow!("thread.messages missing"))
+        let thread = data.get("thread").filter(|t| !t.is_null()).ok_or_else(|| anyhow!("thread not found"))?;
+        thread.get("messages").and_then(Value::as_array).map(Vec::len).ok_or_else(|| anyhow!("thread.messages missing"))
     }
 
     /// (persistenceQueueDepth, persistenceLagMs) from `storageMetrics`.
     pub async fn storage_metrics(&self) -> Result<(f64, Option<f64>)> {
         let data = self.execute(METRICS_QUERY, json!({})).await?;
-        let m = data
-            .get("storageMetrics")
-            .ok_or_else(|| anyhow!("storageMetrics missing"))?;
+        let m = data.get("storageMetrics").ok_or_else(|| anyhow!("storageMetrics missing"))?;
         let depth = m
             .get("persistenceQueueDepth")
             .and_then(Value::as_f64)
@@ -150,8 +132,7 @@ impl Gql {
 
 /// True for errors where retrying at full speed would only spin (refused/unreachable).
 pub fn is_connect_error(err: &anyhow::Error) -> bool {
-    err.downcast_ref::<reqwest::Error>()
-        .is_some_and(|e| e.is_connect())
+    err.downcast_ref::<reqwest::Error>().is_some_and(|e| e.is_connect())
 }
 
 fn snippet(body: &[u8]) -> String {

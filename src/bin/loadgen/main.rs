@@ -197,15 +197,7 @@ async fn main() -> Result<()> {
         let started = Instant::now();
         let res = match w {
             Workload::Save => {
-                workload::closed_loop(
-                    "save",
-                    &primary,
-                    Op::Save,
-                    &loop_cfg,
-                    &threads,
-                    Some(&counts),
-                )
-                .await
+                workload::closed_loop("save", &primary, Op::Save, &loop_cfg, &threads, Some(&counts)).await
             }
             Workload::Read => run_read(&args, &primary, &loop_cfg, &threads, &counts).await,
             Workload::Subscribe => {
@@ -223,8 +215,7 @@ async fn main() -> Result<()> {
             Workload::SaveFailover => match &failover {
                 Some(f) => {
                     let fthreads = Arc::new(gql::thread_ids(&run_id, args.threads));
-                    workload::closed_loop("save-failover", f, Op::Save, &loop_cfg, &fthreads, None)
-                        .await
+                    workload::closed_loop("save-failover", f, Op::Save, &loop_cfg, &fthreads, None).await
                 }
                 None => Err(anyhow::anyhow!("save-failover needs --failover-url")),
             },
@@ -236,11 +227,7 @@ async fn main() -> Result<()> {
             }
             Err(e) => {
                 eprintln!("{} failed: {e:#}", w.label());
-                rep.note(format!(
-                    "{}: FAILED after {:.1} s: {e:#}",
-                    w.label(),
-                    secs(started)
-                ));
+                rep.note(format!("{}: FAILED after {:.1} s: {e:#}", w.label(), secs(started)));
             }
         }
         rep.rss(&args.server_pid, w.label());
@@ -257,14 +244,10 @@ async fn run_read(
     threads: &Arc<Vec<String>>,
     counts: &Arc<ThreadCounts>,
 ) -> Result<Outcome> {
-    let n = args
-        .seed_threads
-        .unwrap_or(args.threads)
-        .clamp(1, threads.len());
+    let n = args.seed_threads.unwrap_or(args.threads).clamp(1, threads.len());
     let seed = workload::seed(gql, &threads[..n], counts, args.seed_messages, 64, cfg).await?;
     let read_threads = Arc::new(threads[..n].to_vec());
-    let mut outcome =
-        workload::closed_loop("read", gql, Op::Read, cfg, &read_threads, None).await?;
+    let mut outcome = workload::closed_loop("read", gql, Op::Read, cfg, &read_threads, None).await?;
     outcome.notes.insert(0, seed);
     Ok(outcome)
 }
@@ -285,19 +268,13 @@ fn selected_workloads(args: &Args) -> Result<Vec<Workload>> {
 
 /// Raises RLIMIT_NOFILE's soft limit to the hard limit (1000 sockets need it).
 fn raise_nofile_limit() -> Result<libc::rlim_t> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes into the struct we pass, which we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
     }
     if lim.rlim_cur < lim.rlim_max {
-        let wanted = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
+        let wanted = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
         // SAFETY: setrlimit only reads the struct we pass.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } != 0 {
             return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");

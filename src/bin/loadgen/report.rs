@@ -94,10 +94,7 @@ fn ms(v: Option<f64>) -> String {
 pub fn read_rss_kib(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or_else(|| anyhow!("no VmRSS in {path}"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow!("no VmRSS in {path}"))?;
     line.split_whitespace()
         .nth(1)
         .ok_or_else(|| anyhow!("malformed VmRSS line: {line}"))?
@@ -118,12 +115,7 @@ impl Report {
         if let Some(f) = failover {
             header.push(format!("failover server: {f}"));
         }
-        Report {
-            header,
-            outcomes: Vec::new(),
-            notes: Vec::new(),
-            rss: Vec::new(),
-        }
+        Report { header, outcomes: Vec::new(), notes: Vec::new(), rss: Vec::new() }
     }
 
     pub fn config_line(&mut self, line: String) {
@@ -142,10 +134,7 @@ impl Report {
     pub fn rss(&mut self, pids: &[u32], when: &str) {
         for &pid in pids {
             let line = match read_rss_kib(pid) {
-                Ok(kib) => format!(
-                    "server RSS after {when}: pid {pid} VmRSS {:.1} MiB",
-                    kib as f64 / 1024.0
-                ),
+                Ok(kib) => format!("server RSS after {when}: pid {pid} VmRSS {:.1} MiB", kib as f64 / 1024.0),
                 Err(e) => format!("server RSS after {when}: pid {pid} n/a ({e:#})"),
             };
             eprintln!("{line}");

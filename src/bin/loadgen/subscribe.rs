@@ -105,11 +105,7 @@ pub async fn run(gql: &Gql, cfg: &SubConfig) -> Result<Outcome> {
         errors: AtomicU64::new(0),
         first_error: Mutex::new(None),
     });
-    eprintln!(
-        "subscribe: connecting {} subscribers over {w} threads to {}",
-        cfg.subscribers,
-        gql.ws_endpoint()
-    );
+    eprintln!("subscribe: connecting {} subscribers over {w} threads to {}", cfg.subscribers, gql.ws_endpoint());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::channel(cfg.subscribers);
     let sem = Arc::new(Semaphore::new(CONNECT_PARALLELISM));
@@ -164,10 +160,7 @@ pub async fn run(gql: &Gql, cfg: &SubConfig) -> Result<Outcome> {
     tokio::time::sleep(cfg.drain).await;
     let _ = stop_tx.send(true);
     let closing = async { while subs.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(10), closing)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(10), closing).await.is_err() {
         subs.abort_all();
     }
 
@@ -186,18 +179,9 @@ pub async fn run(gql: &Gql, cfg: &SubConfig) -> Result<Outcome> {
         }
     }
     let received = shared.matched.load(Ordering::Relaxed) + early;
-    let expected: u64 = writer
-        .ok_per_thread
-        .iter()
-        .zip(&per_thread)
-        .map(|(s, n)| s * n)
-        .sum();
+    let expected: u64 = writer.ok_per_thread.iter().zip(&per_thread).map(|(s, n)| s * n).sum();
     let lost = expected as i128 - received as i128;
-    let lost_pct = if expected > 0 {
-        lost as f64 * 100.0 / expected as f64
-    } else {
-        0.0
-    };
+    let lost_pct = if expected > 0 { lost as f64 * 100.0 / expected as f64 } else { 0.0 };
     let hist = std::mem::replace(&mut *lock(&shared.delays), new_histogram()?);
     let save_p = |q| writer.hist.value_at_quantile(q) as f64 / 1000.0;
     let from_send = {
@@ -241,15 +225,7 @@ pub async fn run(gql: &Gql, cfg: &SubConfig) -> Result<Outcome> {
     ];
     let errors = shared.errors.load(Ordering::Relaxed) + writer.errors;
     let first_error = lock(&shared.first_error).clone().or(writer.first_error);
-    Ok(Outcome {
-        name: "subscribe".to_string(),
-        ok: received,
-        errors,
-        elapsed: cfg.duration,
-        hist,
-        first_error,
-        notes,
-    })
+    Ok(Outcome { name: "subscribe".to_string(), ok: received, errors, elapsed: cfg.duration, hist, first_error, notes })
 }
 
 struct WriterOut {
@@ -279,8 +255,7 @@ async fn write(gql: &Gql, cfg: &SubConfig, shared: &Arc<Shared>) -> Result<Write
         }
         Err(e) => {
             out.errors += 1;
-            out.first_error
-                .get_or_insert_with(|| format!("writer save: {e:#}"));
+            out.first_error.get_or_insert_with(|| format!("writer save: {e:#}"));
         }
     };
     let mut rng = Rng::new(u64::MAX);
@@ -356,8 +331,7 @@ async fn subscriber(mut c: SubCtx) {
         let text = match msg {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(frame))) => {
-                c.shared
-                    .error(format!("server closed the subscription: {frame:?}"));
+                c.shared.error(format!("server closed the subscription: {frame:?}"));
                 return;
             }
             Some(Ok(_)) => continue,
@@ -381,13 +355,8 @@ async fn subscriber(mut c: SubCtx) {
             Some("next") => {
                 let m = v.pointer("/payload/data/messageSaved");
                 match m.and_then(|m| m["id"].as_str()) {
-                    Some(id) => {
-                        c.shared
-                            .on_event(id, m.and_then(|m| m["content"].as_str()), received)
-                    }
-                    None => c
-                        .shared
-                        .error(format!("next without messageSaved.id: {}", v["payload"])),
+                    Some(id) => c.shared.on_event(id, m.and_then(|m| m["content"].as_str()), received),
+                    None => c.shared.error(format!("next without messageSaved.id: {}", v["payload"])),
                 }
             }
             Some("ping") => {
@@ -396,12 +365,9 @@ async fn subscriber(mut c: SubCtx) {
                     return;
                 }
             }
-            Some("error") => c
-                .shared
-                .error(format!("subscription error: {}", v["payload"])),
+            Some("error") => c.shared.error(format!("subscription error: {}", v["payload"])),
             Some("complete") => {
-                c.shared
-                    .error("server completed the subscription".to_string());
+                c.shared.error("server completed the subscription".to_string());
                 break;
             }
             _ => {}
@@ -413,10 +379,7 @@ async fn subscriber(mut c: SubCtx) {
 /// Connects, does the graphql-transport-ws handshake and subscribes to `thread`.
 async fn setup(url: &str, thread: &str) -> Result<Ws> {
     let mut req = url.into_client_request().context("bad WebSocket URL")?;
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("graphql-transport-ws"),
-    );
+    req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
     let (mut ws, _) = connect_async(req).await.context("WebSocket connect")?;
     send_json(&mut ws, json!({ "type": "connection_init", "payload": {} })).await?;
     loop {
@@ -447,7 +410,5 @@ async fn setup(url: &str, thread: &str) -> Result<Ws> {
 }
 
 async fn send_json(ws: &mut Ws, v: Value) -> Result<()> {
-    ws.send(Message::text(v.to_string()))
-        .await
-        .context("WebSocket send")
+    ws.send(Message::text(v.to_string())).await.context("WebSocket send")
 }

@@ -122,9 +122,7 @@ pub async fn closed_loop(
         outcome.notes.push(format!("{name}: {}", peak.describe()));
     }
     if op == Op::Read && short_reads > 0 {
-        outcome.notes.push(format!(
-            "{name}: {short_reads} reads returned fewer than 50 messages"
-        ));
+        outcome.notes.push(format!("{name}: {short_reads} reads returned fewer than 50 messages"));
     }
     Ok(outcome)
 }
@@ -141,13 +139,7 @@ struct WorkerCtx {
 }
 
 async fn worker(c: WorkerCtx) -> Result<WorkerOut> {
-    let mut out = WorkerOut {
-        hist: new_histogram()?,
-        ok: 0,
-        errors: 0,
-        short_reads: 0,
-        first_error: None,
-    };
+    let mut out = WorkerOut { hist: new_histogram()?, ok: 0, errors: 0, short_reads: 0, first_error: None };
     let mut rng = Rng::new(c.w as u64);
     let mut seq = 0u64;
     loop {
@@ -214,10 +206,7 @@ pub async fn seed(
         }
     }
     let total = jobs.len();
-    eprintln!(
-        "read: seeding {total} messages to reach {per_thread} in each of {} threads",
-        threads.len()
-    );
+    eprintln!("read: seeding {total} messages to reach {per_thread} in each of {} threads", threads.len());
     let started = Instant::now();
     let jobs = Arc::new(jobs);
     let threads = Arc::new(threads.to_vec());
@@ -225,8 +214,7 @@ pub async fn seed(
     let failed = Arc::new(AtomicU64::new(0));
     let mut set = JoinSet::new();
     for w in 0..concurrency.max(1) {
-        let (gql, jobs, threads, counts) =
-            (gql.clone(), jobs.clone(), threads.clone(), counts.clone());
+        let (gql, jobs, threads, counts) = (gql.clone(), jobs.clone(), threads.clone(), counts.clone());
         let (cursor, failed, len) = (cursor.clone(), failed.clone(), cfg.content_bytes);
         set.spawn(async move {
             let mut first_error = None;
@@ -269,10 +257,7 @@ pub async fn seed(
     let took = started.elapsed().as_secs_f64();
     let failed = failed.load(Ordering::Relaxed);
     if total > 0 && failed as usize == total {
-        bail!(
-            "seeding failed for every message: {}",
-            first_error.unwrap_or_default()
-        );
+        bail!("seeding failed for every message: {}", first_error.unwrap_or_default());
     }
     let mut note = format!(
         "read seed: {total} messages into {} threads ({per_thread} each) in {took:.1} s ({:.0} msg/s), {failed} failed",
@@ -291,10 +276,7 @@ pub async fn seed(
             _ => break,
         }
     }
-    note.push_str(&format!(
-        "; persistence backlog drained in {:.1} s",
-        drain_started.elapsed().as_secs_f64()
-    ));
+    note.push_str(&format!("; persistence backlog drained in {:.1} s", drain_started.elapsed().as_secs_f64()));
     eprintln!("{note}");
     Ok(note)
 }
@@ -316,9 +298,7 @@ impl MetricsPeak {
                 self.first_error.as_deref().unwrap_or("no sample")
             );
         }
-        let lag = self
-            .lag_ms
-            .map_or_else(|| "n/a".to_string(), |l| format!("{l:.1} ms"));
+        let lag = self.lag_ms.map_or_else(|| "n/a".to_string(), |l| format!("{l:.1} ms"));
         format!(
             "peak persistence queue depth {}, peak persistence lag {lag} ({} samples every 250 ms, {} failed)",
             self.depth, self.samples, self.failures

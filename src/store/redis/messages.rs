@@ -11,13 +11,10 @@ use crate::domain::{Message, MessageId, NewMessage, OrderKey, Role, ThreadId, Ti
 use crate::store::{Order, PageQuery};
 
 static SAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/save.lua")));
-static MARK: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/mark_persisted.lua")));
-static READ: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/read_index.lua")));
+static MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/mark_persisted.lua")));
+static READ: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/read_index.lua")));
 static PRIME: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/prime.lua")));
-static RECONCILE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/reconcile.lua")));
+static RECONCILE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/reconcile.lua")));
 
 /// The JSON form of a message in Redis bodies, the Stream and events. Short
 /// names keep the hot path small; `c` is spliced in by the save script.
@@ -78,9 +75,7 @@ impl Wire {
 /// Parses a stored body: a `'0'`/`'1'` persisted flag followed by JSON.
 pub fn parse_body(raw: &[u8]) -> Option<Message> {
     let (flag, json) = raw.split_first()?;
-    serde_json::from_slice::<Wire>(json)
-        .ok()?
-        .into_message(*flag == b'1')
+    serde_json::from_slice::<Wire>(json).ok()?.into_message(*flag == b'1')
 }
 
 /// What the save script did.
@@ -119,8 +114,7 @@ impl RedisTier {
         cache_ttl_s: u64,
     ) -> Result<SaveOutcome, RedisFault> {
         let t = m.thread_id.as_str();
-        let json =
-            serde_json::to_string(&Wire::from_new(m)).map_err(|e| protocol(&e.to_string()))?;
+        let json = serde_json::to_string(&Wire::from_new(m)).map_err(|e| protocol(&e.to_string()))?;
         let idem = match &m.client_message_id {
             Some(k) => keys::idempotency(&m.thread_id, k.as_str()),
             None => keys::idempotency(&m.thread_id, ""),
@@ -135,11 +129,7 @@ impl RedisTier {
             .key(keys::locator(&m.id))
             .arg(m.id.to_string())
             .arg(json)
-            .arg(if m.client_message_id.is_some() {
-                "1"
-            } else {
-                "0"
-            })
+            .arg(if m.client_message_id.is_some() { "1" } else { "0" })
             .arg(idem_ttl_s)
             .arg(window)
             .arg(cache_ttl_s)
@@ -147,19 +137,10 @@ impl RedisTier {
             .arg(t)
             .arg(keys::body_prefix(t))
             .arg(if check_cold { "1" } else { "0" });
-        let reply: Vec<Value> = self
-            .call(
-                "save",
-                |mut c| async move { inv.invoke_async(&mut c).await },
-            )
-            .await?;
+        let reply: Vec<Value> = self.call("save", |mut c| async move { inv.invoke_async(&mut c).await }).await?;
         match reply.first().and_then(bytes) {
             Some(b"ok") => {
-                let body = reply
-                    .get(1)
-                    .and_then(bytes)
-                    .and_then(parse_body)
-                    .ok_or_else(|| protocol("save body"))?;
+                let body = reply.get(1).and_then(bytes).and_then(parse_body).ok_or_else(|| protocol("save body"))?;
                 Ok(SaveOutcome::Saved(body))
             }
             Some(b"dup") => {
@@ -169,10 +150,7 @@ impl RedisTier {
                     .and_then(|b| std::str::from_utf8(b).ok())
                     .and_then(|s| MessageId::parse(s).ok())
                     .ok_or_else(|| protocol("dup id"))?;
-                Ok(SaveOutcome::Duplicate(
-                    id,
-                    reply.get(2).and_then(bytes).and_then(parse_body),
-                ))
+                Ok(SaveOutcome::Duplicate(id, reply.get(2).and_then(bytes).and_then(parse_body)))
             }
             Some(b"cold") => Ok(SaveOutcome::Cold),
             _ => Err(protocol("save reply")),
@@ -191,38 +169,18 @@ impl RedisTier {
         inv.key(keys::meta(t)).key(keys::index(t));
         let order = |o: Order| if o == Order::Asc { "asc" } else { "desc" };
         match q {
-            PageQuery::Offset {
-                order: o,
-                offset,
-                limit,
-            } => {
+            PageQuery::Offset { order: o, offset, limit } => {
                 inv.arg("offset").arg(order(*o)).arg(*limit).arg(*offset);
             }
-            PageQuery::Range {
-                order: o,
-                after,
-                before,
-                limit,
-            } => {
-                let score = |k: &Option<OrderKey>| {
-                    k.map(|k| k.created_at.micros().to_string())
-                        .unwrap_or_default()
-                };
-                inv.arg("range")
-                    .arg(order(*o))
-                    .arg(*limit)
-                    .arg(score(after))
-                    .arg(score(before));
+            PageQuery::Range { order: o, after, before, limit } => {
+                let score = |k: &Option<OrderKey>| k.map(|k| k.created_at.micros().to_string()).unwrap_or_default();
+                inv.arg("range").arg(order(*o)).arg(*limit).arg(score(after)).arg(score(before));
             }
             PageQuery::Count => {
                 inv.arg("count").arg("asc").arg(0);
             }
         }
-        let reply: Vec<Value> = self
-            .call("read_index", |mut c| async move {
-                inv.invoke_async(&mut c).await
-            })
-            .await?;
+        let reply: Vec<Value> = self.call("read_index", |mut c| async move { inv.invoke_async(&mut c).await }).await?;
         if reply.first().and_then(bytes) != Some(b"hit") {
             return Ok(None);
         }
@@ -240,26 +198,14 @@ impl RedisTier {
     }
 
     /// Bodies for the given messages, in order; `None` where not cached.
-    pub async fn bodies(
-        &self,
-        keys_: &[(ThreadId, MessageId)],
-    ) -> Result<Vec<Option<Message>>, RedisFault> {
+    pub async fn bodies(&self, keys_: &[(ThreadId, MessageId)]) -> Result<Vec<Option<Message>>, RedisFault> {
         if keys_.is_empty() {
             return Ok(Vec::new());
         }
-        let ks: Vec<String> = keys_
-            .iter()
-            .map(|(t, id)| keys::body(t.as_str(), id))
-            .collect();
-        let raw: Vec<Option<Vec<u8>>> = self
-            .call("mget", |mut c| async move {
-                redis::cmd("MGET").arg(&ks).query_async(&mut c).await
-            })
-            .await?;
-        Ok(raw
-            .into_iter()
-            .map(|b| b.as_deref().and_then(parse_body))
-            .collect())
+        let ks: Vec<String> = keys_.iter().map(|(t, id)| keys::body(t.as_str(), id)).collect();
+        let raw: Vec<Option<Vec<u8>>> =
+            self.call("mget", |mut c| async move { redis::cmd("MGET").arg(&ks).query_async(&mut c).await }).await?;
+        Ok(raw.into_iter().map(|b| b.as_deref().and_then(parse_body)).collect())
     }
 
     /// Caches bodies read from PostgreSQL (persisted), with the cache TTL.
@@ -272,18 +218,9 @@ impl RedisTier {
         for m in messages {
             let mut body = b"1".to_vec();
             body.extend(serde_json::to_vec(&Wire::from_message(m)).unwrap_or_default());
-            pipe.cmd("SET")
-                .arg(keys::body(&m.thread_id, &m.id))
-                .arg(body)
-                .arg("NX")
-                .arg("EX")
-                .arg(ttl_s)
-                .ignore();
+            pipe.cmd("SET").arg(keys::body(&m.thread_id, &m.id)).arg(body).arg("NX").arg("EX").arg(ttl_s).ignore();
         }
-        self.call("cache_bodies", |mut c| async move {
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
+        self.call("cache_bodies", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 
     /// The thread's unpersisted messages, oldest first.
@@ -291,44 +228,26 @@ impl RedisTier {
         let key = keys::unpersisted(thread.as_str());
         let ids: Vec<String> = self
             .call("unpersisted", |mut c| async move {
-                redis::cmd("ZRANGE")
-                    .arg(key)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut c)
-                    .await
+                redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).query_async(&mut c).await
             })
             .await?;
-        let keys_: Vec<(ThreadId, MessageId)> = ids
-            .iter()
-            .filter_map(|s| MessageId::parse(s).ok())
-            .map(|id| (thread.clone(), id))
-            .collect();
+        let keys_: Vec<(ThreadId, MessageId)> =
+            ids.iter().filter_map(|s| MessageId::parse(s).ok()).map(|id| (thread.clone(), id)).collect();
         Ok(self.bodies(&keys_).await?.into_iter().flatten().collect())
     }
 
     /// Flags messages persisted, starts their cache TTL, drops them from the
     /// unpersisted sets. Called only after PostgreSQL COMMIT.
-    pub async fn mark_persisted(
-        &self,
-        done: &[(String, MessageId)],
-        ttl_s: u64,
-    ) -> Result<(), RedisFault> {
+    pub async fn mark_persisted(&self, done: &[(String, MessageId)], ttl_s: u64) -> Result<(), RedisFault> {
         if done.is_empty() {
             return Ok(());
         }
         let mut inv = MARK.prepare_invoke();
         inv.arg(ttl_s);
         for (t, id) in done {
-            inv.key(keys::body(t, id))
-                .key(keys::unpersisted(t))
-                .key(keys::locator(id))
-                .arg(id.to_string());
+            inv.key(keys::body(t, id)).key(keys::unpersisted(t)).key(keys::locator(id)).arg(id.to_string());
         }
-        self.call("mark_persisted", |mut c| async move {
-            inv.invoke_async::<i64>(&mut c).await
-        })
-        .await?;
+        self.call("mark_persisted", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
         Ok(())
     }
 
@@ -344,19 +263,11 @@ impl RedisTier {
     ) -> Result<(), RedisFault> {
         let t = thread.as_str();
         let mut inv = PRIME.prepare_invoke();
-        inv.key(keys::meta(t))
-            .key(keys::index(t))
-            .arg(window)
-            .arg(ttl_s)
-            .arg(count)
-            .arg(seen_last);
+        inv.key(keys::meta(t)).key(keys::index(t)).arg(window).arg(ttl_s).arg(count).arg(seen_last);
         for k in head {
             inv.arg(k.created_at.micros()).arg(k.id.to_string());
         }
-        self.call("prime", |mut c| async move {
-            inv.invoke_async::<i64>(&mut c).await
-        })
-        .await?;
+        self.call("prime", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
         Ok(())
     }
 
@@ -370,17 +281,12 @@ impl RedisTier {
         idem_ttl_s: u64,
     ) -> Result<(), RedisFault> {
         let mut inv = RECONCILE.prepare_invoke();
-        inv.key(keys::meta(thread))
-            .arg(last.micros())
-            .arg(idem_ttl_s);
+        inv.key(keys::meta(thread)).arg(last.micros()).arg(idem_ttl_s);
         for (k, id) in idem {
             let tid = ThreadId::parse(thread).map_err(|e| protocol(&e.to_string()))?;
             inv.key(keys::idempotency(&tid, k)).arg(id.to_string());
         }
-        self.call("reconcile", |mut c| async move {
-            inv.invoke_async::<i64>(&mut c).await
-        })
-        .await?;
+        self.call("reconcile", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
         Ok(())
     }
 
@@ -389,27 +295,11 @@ impl RedisTier {
     pub async fn drop_orphan(&self, thread: &str, id: &MessageId) -> Result<(), RedisFault> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.cmd("DEL")
-            .arg(keys::body(thread, id))
-            .arg(keys::locator(id))
-            .ignore();
-        pipe.cmd("ZREM")
-            .arg(keys::index(thread))
-            .arg(id.to_string())
-            .ignore();
-        pipe.cmd("ZREM")
-            .arg(keys::unpersisted(thread))
-            .arg(id.to_string())
-            .ignore();
-        pipe.cmd("HSET")
-            .arg(keys::meta(thread))
-            .arg("win")
-            .arg("0")
-            .ignore();
-        self.call("drop_orphan", |mut c| async move {
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
+        pipe.cmd("DEL").arg(keys::body(thread, id)).arg(keys::locator(id)).ignore();
+        pipe.cmd("ZREM").arg(keys::index(thread)).arg(id.to_string()).ignore();
+        pipe.cmd("ZREM").arg(keys::unpersisted(thread)).arg(id.to_string()).ignore();
+        pipe.cmd("HSET").arg(keys::meta(thread)).arg("win").arg("0").ignore();
+        self.call("drop_orphan", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 
     /// Replaces a cached body with PostgreSQL's copy of the same message
@@ -418,32 +308,13 @@ impl RedisTier {
     pub async fn replace_cached(&self, m: &Message, ttl_s: u64) -> Result<(), RedisFault> {
         let t = m.thread_id.as_str();
         let mut body = b"1".to_vec();
-        body.extend(
-            serde_json::to_vec(&Wire::from_message(m)).map_err(|e| protocol(&e.to_string()))?,
-        );
+        body.extend(serde_json::to_vec(&Wire::from_message(m)).map_err(|e| protocol(&e.to_string()))?);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.cmd("SET")
-            .arg(keys::body(t, &m.id))
-            .arg(body)
-            .arg("EX")
-            .arg(ttl_s)
-            .ignore();
-        pipe.cmd("ZADD")
-            .arg(keys::index(t))
-            .arg("XX")
-            .arg(m.created_at.micros())
-            .arg(m.id.to_string())
-            .ignore();
-        pipe.cmd("HSET")
-            .arg(keys::meta(t))
-            .arg("win")
-            .arg("0")
-            .ignore();
-        self.call("replace_cached", |mut c| async move {
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
+        pipe.cmd("SET").arg(keys::body(t, &m.id)).arg(body).arg("EX").arg(ttl_s).ignore();
+        pipe.cmd("ZADD").arg(keys::index(t)).arg("XX").arg(m.created_at.micros()).arg(m.id.to_string()).ignore();
+        pipe.cmd("HSET").arg(keys::meta(t)).arg("win").arg("0").ignore();
+        self.call("replace_cached", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 
     /// Remembers an idempotency key found in PostgreSQL.
@@ -456,14 +327,7 @@ impl RedisTier {
     ) -> Result<(), RedisFault> {
         let (k, v) = (keys::idempotency(thread, key), id.to_string());
         self.call("remember_key", |mut c| async move {
-            redis::cmd("SET")
-                .arg(k)
-                .arg(v)
-                .arg("NX")
-                .arg("EX")
-                .arg(ttl_s)
-                .query_async::<()>(&mut c)
-                .await
+            redis::cmd("SET").arg(k).arg(v).arg("NX").arg("EX").arg(ttl_s).query_async::<()>(&mut c).await
         })
         .await
     }
@@ -471,11 +335,8 @@ impl RedisTier {
     /// The thread a message belongs to, while Redis knows it.
     pub async fn locate(&self, id: &MessageId) -> Result<Option<ThreadId>, RedisFault> {
         let key = keys::locator(id);
-        let t: Option<String> = self
-            .call("locate", |mut c| async move {
-                redis::cmd("GET").arg(key).query_async(&mut c).await
-            })
-            .await?;
+        let t: Option<String> =
+            self.call("locate", |mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await?;
         Ok(t.and_then(|t| ThreadId::parse(&t).ok()))
     }
 }

@@ -117,22 +117,16 @@ impl RedisTier {
         start: &str,
     ) -> Result<Vec<Entry>, RedisFault> {
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(keys::GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count);
+        cmd.arg("GROUP").arg(keys::GROUP).arg(consumer).arg("COUNT").arg(count);
         if start == ">" {
             cmd.arg("BLOCK").arg(block.as_millis() as u64);
         }
         cmd.arg("STREAMS").arg(keys::STREAM).arg(start);
-        let reply: Value = tokio::time::timeout(
-            block + self.timeout() + Duration::from_millis(500),
-            cmd.query_async(conn),
-        )
-        .await
-        .map_err(|_| RedisFault::Timeout)?
-        .map_err(fault)?;
+        let reply: Value =
+            tokio::time::timeout(block + self.timeout() + Duration::from_millis(500), cmd.query_async(conn))
+                .await
+                .map_err(|_| RedisFault::Timeout)?
+                .map_err(fault)?;
         let Value::Array(streams) = reply else {
             return Ok(Vec::new());
         };
@@ -185,16 +179,9 @@ impl RedisTier {
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.cmd("XACK")
-            .arg(keys::STREAM)
-            .arg(keys::GROUP)
-            .arg(ids)
-            .ignore();
+        pipe.cmd("XACK").arg(keys::STREAM).arg(keys::GROUP).arg(ids).ignore();
         pipe.cmd("XDEL").arg(keys::STREAM).arg(ids).ignore();
-        self.call("xack_xdel", |mut c| async move {
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
+        self.call("xack_xdel", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 
     /// Moves a poison entry to the dead-letter stream (kept, never dropped),
@@ -212,49 +199,28 @@ impl RedisTier {
             .arg("b")
             .arg(entry.body.clone().unwrap_or_default())
             .ignore();
-        pipe.cmd("XACK")
-            .arg(keys::STREAM)
-            .arg(keys::GROUP)
-            .arg(&entry.id)
-            .ignore();
+        pipe.cmd("XACK").arg(keys::STREAM).arg(keys::GROUP).arg(&entry.id).ignore();
         pipe.cmd("XDEL").arg(keys::STREAM).arg(&entry.id).ignore();
-        self.call("dead_letter", |mut c| async move {
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
+        self.call("dead_letter", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 
     /// Depth, pending count and lag of the persistence queue.
     pub async fn stream_stats(&self) -> Result<StreamStats, RedisFault> {
         let mut pipe = redis::pipe();
         pipe.cmd("XLEN").arg(keys::STREAM);
-        pipe.cmd("XRANGE")
-            .arg(keys::STREAM)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1);
+        pipe.cmd("XRANGE").arg(keys::STREAM).arg("-").arg("+").arg("COUNT").arg(1);
         pipe.cmd("XLEN").arg(keys::DEAD_LETTER);
-        let (depth, first, dead): (u64, Value, u64) = self
-            .call("stream_stats", |mut c| async move {
-                pipe.query_async(&mut c).await
-            })
-            .await?;
+        let (depth, first, dead): (u64, Value, u64) =
+            self.call("stream_stats", |mut c| async move { pipe.query_async(&mut c).await }).await?;
         // Separate call: it fails while the group does not exist yet (before
         // the first read, or after Redis restarted empty).
         let pending: Value = self
             .call("xpending", |mut c| async move {
-                redis::cmd("XPENDING")
-                    .arg(keys::STREAM)
-                    .arg(keys::GROUP)
-                    .query_async(&mut c)
-                    .await
+                redis::cmd("XPENDING").arg(keys::STREAM).arg(keys::GROUP).query_async(&mut c).await
             })
             .await
             .unwrap_or(Value::Nil);
-        let oldest = parse_entries(&first)
-            .first()
-            .and_then(|e| entry_millis(&e.id));
+        let oldest = parse_entries(&first).first().and_then(|e| entry_millis(&e.id));
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

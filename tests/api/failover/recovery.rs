@@ -32,9 +32,7 @@ async fn offset_pages(app: &TestApp, thread: &str, order: &str) -> Vec<Value> {
              messages(limit: 200, offset: $o, order: $ord) { id createdAt } } }";
     let mut out: Vec<Value> = Vec::new();
     loop {
-        let r = app
-            .gql(q, json!({ "t": thread, "o": out.len(), "ord": order }))
-            .await;
+        let r = app.gql(q, json!({ "t": thread, "o": out.len(), "ord": order })).await;
         let page = r["data"]["thread"]["messages"].as_array().cloned();
         let page = page.unwrap_or_else(|| panic!("page failed: {r}"));
         let n = page.len();
@@ -49,9 +47,7 @@ async fn offset_pages(app: &TestApp, thread: &str, order: &str) -> Vec<Value> {
 async fn connection_pages(app: &TestApp, thread: &str) -> Vec<Value> {
     let (mut out, mut after) = (Vec::new(), Value::Null);
     loop {
-        let r = app
-            .gql(CONNECTION, json!({ "t": thread, "a": after }))
-            .await;
+        let r = app.gql(CONNECTION, json!({ "t": thread, "a": after })).await;
         let conn = &r["data"]["thread"]["messageConnection"];
         let edges = conn["edges"].as_array().unwrap_or_else(|| panic!("{r}"));
         out.extend(edges.iter().map(|e| e["node"].clone()));
@@ -63,10 +59,7 @@ async fn connection_pages(app: &TestApp, thread: &str) -> Vec<Value> {
 }
 
 async fn message_count(app: &TestApp, thread: &str) -> Value {
-    let r = app.gql(
-        "query($t: ID!) { thread(id: $t) { messageCount } }",
-        json!({ "t": thread }),
-    );
+    let r = app.gql("query($t: ID!) { thread(id: $t) { messageCount } }", json!({ "t": thread }));
     r.await["data"]["thread"]["messageCount"].clone()
 }
 
@@ -91,24 +84,13 @@ async fn restart_with_an_empty_cache_reads_exactly_what_postgres_holds() {
     newest.reverse();
     assert_eq!(newest, pg, "NEWEST_FIRST pages");
     assert_eq!(message_count(&app, t).await, json!(300));
-    assert_eq!(
-        api_rows(&connection_pages(&app, t).await),
-        pg,
-        "connection pages"
-    );
+    assert_eq!(api_rows(&connection_pages(&app, t).await), pg, "connection pages");
 
     // New saves land after everything older, and reads merge them in.
     let newest_old = pg.last().expect("rows").1.clone();
     let fresh = save_n(&app, t, 300, 320).await;
-    let created: Vec<&str> = fresh
-        .iter()
-        .map(|m| m["createdAt"].as_str().expect("ts"))
-        .collect();
-    assert!(
-        created[0] > newest_old.as_str(),
-        "{} <= {newest_old}",
-        created[0]
-    );
+    let created: Vec<&str> = fresh.iter().map(|m| m["createdAt"].as_str().expect("ts")).collect();
+    assert!(created[0] > newest_old.as_str(), "{} <= {newest_old}", created[0]);
     assert!(created.windows(2).all(|w| w[0] < w[1]), "{created:?}");
     let mut want = pg.clone();
     want.extend(api_rows(&fresh));
@@ -127,7 +109,8 @@ async fn idempotent_retries_return_the_original_across_failover() {
     })
     .await;
     let t = "idem";
-    let input = |k: &str| json!({ "threadId": t, "role": "USER", "content": format!("payload {k}"), "clientMessageId": k });
+    let input =
+        |k: &str| json!({ "threadId": t, "role": "USER", "content": format!("payload {k}"), "clientMessageId": k });
     let mut p = app.persister("p");
 
     // (a) accepted by Redis, persisted, retried while Redis is dead.
@@ -136,30 +119,17 @@ async fn idempotent_retries_return_the_original_across_failover() {
     app.redis.kill();
     let retry = app.save_input(input("k1")).await;
     for field in ["id", "createdAt", "cursor"] {
-        assert_eq!(
-            retry[field], first[field],
-            "retry of k1 while Redis is down: {field}"
-        );
+        assert_eq!(retry[field], first[field], "retry of k1 while Redis is down: {field}");
     }
 
     // (b) written in failover, retried concurrently, then again once Redis is back.
     let tries = futures::future::join_all((0..5).map(|_| app.try_save(input("k2")))).await;
-    let ids: Vec<&Value> = tries
-        .iter()
-        .map(|r| &r["data"]["saveMessage"]["id"])
-        .collect();
-    assert!(
-        ids.iter().all(|id| id.is_string() && *id == ids[0]),
-        "{tries:?}"
-    );
+    let ids: Vec<&Value> = tries.iter().map(|r| &r["data"]["saveMessage"]["id"]).collect();
+    assert!(ids.iter().all(|id| id.is_string() && *id == ids[0]), "{tries:?}");
     tokio::task::block_in_place(|| app.redis.restart());
     wait_breaker_closed(&app, t).await;
     let key = app.redis.get(&format!("ts:{{{t}}}:k:k2"));
-    assert_eq!(
-        key.as_deref(),
-        ids[0].as_str(),
-        "reconcile restored the idempotency key"
-    );
+    assert_eq!(key.as_deref(), ids[0].as_str(), "reconcile restored the idempotency key");
     let again = app.save_input(input("k2")).await;
     assert_eq!(&again["id"], ids[0], "retry of k2 after Redis came back");
 
@@ -188,33 +158,18 @@ async fn neither_tier_returns_storage_unavailable_and_stores_nothing() {
         .await
         .expect("the save must fail in bounded time, not hang");
     assert_eq!(error_code(&r), "STORAGE_UNAVAILABLE", "{r}");
-    assert!(
-        r["data"].is_null() || r["data"]["saveMessage"].is_null(),
-        "{r}"
-    );
+    assert!(r["data"].is_null() || r["data"]["saveMessage"].is_null(), "{r}");
 
     tokio::task::block_in_place(|| {
         app.redis.restart();
         app.pg.server_mut().expect("own cluster").start_again();
     });
-    assert!(
-        app.redis.get(&format!("ts:{{{t}}}:k:lost")).is_none(),
-        "idempotency key stored"
-    );
-    let stream = app
-        .redis
-        .cmd(&["XRANGE", "ts:persist", "-", "+"])
-        .to_string();
-    assert!(
-        !stream.contains("never stored"),
-        "queued for persistence: {stream}"
-    );
+    assert!(app.redis.get(&format!("ts:{{{t}}}:k:lost")).is_none(), "idempotency key stored");
+    let stream = app.redis.cmd(&["XRANGE", "ts:persist", "-", "+"]).to_string();
+    assert!(!stream.contains("never stored"), "queued for persistence: {stream}");
     let mut p = app.persister("p");
     drain(&mut p, Duration::from_secs(30)).await;
-    assert_eq!(
-        app.pg_ids(t),
-        vec![before["id"].as_str().expect("id").to_owned()]
-    );
+    assert_eq!(app.pg_ids(t), vec![before["id"].as_str().expect("id").to_owned()]);
     let read = app.all_messages(t).await;
     assert_eq!(read.len(), 1, "{read:?}");
 
@@ -227,11 +182,7 @@ async fn neither_tier_returns_storage_unavailable_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persisted_messages_stay_readable_while_redis_is_down() {
-    let mut app = TestApp::spawn_with(Options {
-        persister: false,
-        ..Options::default()
-    })
-    .await;
+    let mut app = TestApp::spawn_with(Options { persister: false, ..Options::default() }).await;
     let t = "down-reads";
     let saved = save_n(&app, t, 0, 12).await;
     let mut p = app.persister("p");
@@ -241,16 +192,9 @@ async fn persisted_messages_stay_readable_while_redis_is_down() {
     let want = api_rows(&saved);
     let read = app.all_messages(t).await;
     assert_eq!(api_rows(&read), want, "thread.messages while Redis is down");
-    assert!(
-        read.iter().all(|m| m["persisted"] == json!(true)),
-        "{read:?}"
-    );
+    assert!(read.iter().all(|m| m["persisted"] == json!(true)), "{read:?}");
     let cursors: Vec<&Value> = read.iter().map(|m| &m["cursor"]).collect();
-    assert_eq!(
-        cursors,
-        saved.iter().map(|m| &m["cursor"]).collect::<Vec<_>>(),
-        "cursors stable"
-    );
+    assert_eq!(cursors, saved.iter().map(|m| &m["cursor"]).collect::<Vec<_>>(), "cursors stable");
     let mut newest = api_rows(&offset_pages(&app, t, "NEWEST_FIRST").await);
     newest.reverse();
     assert_eq!(newest, want);
@@ -260,11 +204,7 @@ async fn persisted_messages_stay_readable_while_redis_is_down() {
     for m in &saved {
         let r = app.gql(q, json!({ "id": m["id"] })).await;
         let got = &r["data"]["message"];
-        assert_eq!(
-            (&got["id"], &got["createdAt"]),
-            (&m["id"], &m["createdAt"]),
-            "{r}"
-        );
+        assert_eq!((&got["id"], &got["createdAt"]), (&m["id"], &m["createdAt"]), "{r}");
         assert_eq!(got["persisted"], json!(true));
     }
 }

@@ -25,10 +25,7 @@ async fn poison_entries_are_dead_lettered_and_the_rest_keeps_flowing() {
     let t = "poison";
     let mut good = save_n(&app, t, 3).await;
     let garbage = r#"{"not":"a message"}"#.to_owned();
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_micros() as i64;
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros() as i64;
     let nul_id = uuid::Uuid::now_v7().to_string();
     // Well-formed, but PostgreSQL text refuses U+0000.
     let nul = json!({ "c": micros, "id": nul_id, "t": t, "r": "user", "b": "bad\u{0}byte" });
@@ -42,11 +39,7 @@ async fn poison_entries_are_dead_lettered_and_the_rest_keeps_flowing() {
 
     let mut p = app.persister("p");
     drain(&mut p, Duration::from_secs(60)).await;
-    assert_eq!(
-        app.pg_ids(t),
-        good,
-        "the good messages are stored, once, in order"
-    );
+    assert_eq!(app.pg_ids(t), good, "the good messages are stored, once, in order");
     assert_eq!(app.pg_count(None), 6, "no poison row in PostgreSQL");
     assert_eq!(app.redis.cmd(&["XLEN", "ts:persist"]).as_int(), Some(0));
     assert_eq!(app.stream_pending(), 0);
@@ -62,21 +55,11 @@ async fn poison_entries_are_dead_lettered_and_the_rest_keeps_flowing() {
             .map(|v| v.as_str().expect("field").to_owned())
             .collect();
         let field = |name: &str| {
-            let at = fields
-                .iter()
-                .position(|f| f == name)
-                .unwrap_or_else(|| panic!("{name}"));
+            let at = fields.iter().position(|f| f == name).unwrap_or_else(|| panic!("{name}"));
             fields[at + 1].clone()
         };
-        let k = poison_ids
-            .iter()
-            .position(|i| *i == field("source_id"))
-            .expect("source id");
-        assert_eq!(
-            field("b"),
-            *[&garbage, &nul][k],
-            "dead letter keeps the entry as it was"
-        );
+        let k = poison_ids.iter().position(|i| *i == field("source_id")).expect("source id");
+        assert_eq!(field("b"), *[&garbage, &nul][k], "dead letter keeps the entry as it was");
         // The garbage never reaches PostgreSQL; the NUL row is refused by it.
         let reason = field("reason");
         assert!(!reason.is_empty(), "dead letter without a reason");
@@ -86,22 +69,13 @@ async fn poison_entries_are_dead_lettered_and_the_rest_keeps_flowing() {
     // The pipeline still flows.
     let later = save_n(&app, t, 2).await;
     let done = drain(&mut p, Duration::from_secs(30)).await;
-    assert_eq!(
-        done,
-        Drained {
-            entries: 2,
-            inserted: 2
-        }
-    );
+    assert_eq!(done, Drained { entries: 2, inserted: 2 });
     good.extend(later);
     assert_eq!(app.pg_ids(t), good);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while app.storage_metrics().await["deadLetters"] != json!(2) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "deadLetters metric never reached 2"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "deadLetters metric never reached 2");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -118,10 +92,7 @@ async fn postgres_down_30s_under_load_loses_no_acknowledged_message() {
     let writers = Writers::start(&app, &threads, Duration::from_millis(10));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while writers.acked() < 100 || app.pg_count(None) == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no load before the outage"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "no load before the outage");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -132,66 +103,32 @@ async fn postgres_down_30s_under_load_loses_no_acknowledged_message() {
     tokio::time::sleep_until(outage_end - Duration::from_secs(8)).await;
 
     let since_stop = (writers.acked() - at_stop) as u64;
-    assert!(
-        since_stop > 100,
-        "Redis kept taking saves: only {since_stop}"
-    );
+    assert!(since_stop > 100, "Redis kept taking saves: only {since_stop}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let depth = app.storage_metrics().await["persistenceQueueDepth"]
-            .as_u64()
-            .unwrap_or(0);
+        let depth = app.storage_metrics().await["persistenceQueueDepth"].as_u64().unwrap_or(0);
         if depth >= since_stop {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queue depth {depth} < {since_stop}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "queue depth {depth} < {since_stop}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let unpersisted: i64 = threads
-        .iter()
-        .map(|t| {
-            app.redis
-                .cmd(&["ZCARD", &unp_key(t)])
-                .as_int()
-                .expect("ZCARD")
-        })
-        .sum();
-    let xlen = app
-        .redis
-        .cmd(&["XLEN", "ts:persist"])
-        .as_int()
-        .expect("XLEN");
-    assert!(
-        unpersisted >= since_stop as i64,
-        "{unpersisted} unpersisted < {since_stop}"
-    );
-    assert!(
-        xlen >= unpersisted,
-        "stream trimmed: XLEN {xlen} < {unpersisted} unpersisted"
-    );
+    let unpersisted: i64 =
+        threads.iter().map(|t| app.redis.cmd(&["ZCARD", &unp_key(t)]).as_int().expect("ZCARD")).sum();
+    let xlen = app.redis.cmd(&["XLEN", "ts:persist"]).as_int().expect("XLEN");
+    assert!(unpersisted >= since_stop as i64, "{unpersisted} unpersisted < {since_stop}");
+    assert!(xlen >= unpersisted, "stream trimmed: XLEN {xlen} < {unpersisted} unpersisted");
     let (t, id) = writers.snapshot().pop().expect("a save");
     let ttl = app.redis.cmd(&["TTL", &body_key(&t, &id)]).as_int();
-    assert_eq!(
-        ttl,
-        Some(-1),
-        "unpersisted message got a TTL during the outage"
-    );
+    assert_eq!(ttl, Some(-1), "unpersisted message got a TTL during the outage");
 
     tokio::time::sleep_until(outage_end).await;
     tokio::task::block_in_place(|| app.pg.server_mut().expect("own cluster").start_again());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (acked, failed) = writers.finish().await;
-    assert!(
-        failed.is_empty(),
-        "saves failed while Redis was up: {:?}",
-        &failed[..1]
-    );
+    assert!(failed.is_empty(), "saves failed while Redis was up: {:?}", &failed[..1]);
 
-    app.wait_for_pg_count(acked.len() as i64, Duration::from_secs(120))
-        .await;
+    app.wait_for_pg_count(acked.len() as i64, Duration::from_secs(120)).await;
     app.wait_drained(Duration::from_secs(30)).await;
     app.assert_pg_holds_exactly(acked.iter().map(|(_, id)| id));
 }

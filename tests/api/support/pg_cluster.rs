@@ -17,13 +17,8 @@ const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 const INITDB_ARGS: &str = "-A trust -U postgres --no-sync -E UTF8 --locale=C --no-instructions";
 /// `postgres -c` settings. `fsync=off` is fine: a killed process (unlike a
 /// crashed OS) loses nothing that was written.
-const SETTINGS: [&str; 5] = [
-    "listen_addresses=127.0.0.1",
-    "fsync=off",
-    "full_page_writes=off",
-    "max_connections=300",
-    "shared_buffers=64MB",
-];
+const SETTINGS: [&str; 5] =
+    ["listen_addresses=127.0.0.1", "fsync=off", "full_page_writes=off", "max_connections=300", "shared_buffers=64MB"];
 /// `psql` flags: no psqlrc, quiet, unaligned tuples only, stop on first error.
 const PSQL_ARGS: &str = "-X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres";
 
@@ -38,10 +33,7 @@ pub struct ClusterDir {
 impl ClusterDir {
     /// A fresh cluster directory, its data dir copied from the template.
     pub fn new() -> ClusterDir {
-        let root = tempfile::Builder::new()
-            .prefix("pg-")
-            .tempdir()
-            .expect("postgres temp dir");
+        let root = tempfile::Builder::new().prefix("pg-").tempdir().expect("postgres temp dir");
         chown_to_pg(root.path());
         let dir = ClusterDir {
             data: root.path().join("data"),
@@ -62,19 +54,13 @@ impl ClusterDir {
         let log = OpenOptions::new().create(true).append(true).open(&self.log);
         let log = log.expect("open postgres.log");
         let mut cmd = Command::new(pg_bin("postgres"));
-        cmd.arg("-D")
-            .arg(&self.data)
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-k")
-            .arg(&self.sock);
+        cmd.arg("-D").arg(&self.data).arg("-p").arg(port.to_string()).arg("-k").arg(&self.sock);
         for setting in SETTINGS {
             cmd.arg("-c").arg(setting);
         }
         cmd.current_dir(self.root.path()).stdin(Stdio::null());
         cmd.process_group(0); // keep terminal signals (Ctrl-C/Ctrl-Z) away from it
-        cmd.stdout(log.try_clone().expect("clone log fd"))
-            .stderr(log);
+        cmd.stdout(log.try_clone().expect("clone log fd")).stderr(log);
         as_pg_user(&mut cmd);
         cmd
     }
@@ -87,11 +73,7 @@ impl ClusterDir {
         };
         // Line 7 is "<shm key> <shm id>".
         let line = pidfile.lines().nth(6).unwrap_or_default();
-        let Some(Ok(shmid)) = line
-            .split_whitespace()
-            .nth(1)
-            .map(str::parse::<libc::c_int>)
-        else {
+        let Some(Ok(shmid)) = line.split_whitespace().nth(1).map(str::parse::<libc::c_int>) else {
             return;
         };
         // SAFETY: IPC_STAT fills a zeroed shmid_ds; IPC_RMID takes no buffer.
@@ -107,9 +89,7 @@ impl ClusterDir {
 /// `psql` running `sql` on `db` via TCP (as the current OS user: trust auth).
 pub fn psql_command(port: u16, db: &str, sql: &str) -> Command {
     let mut cmd = Command::new(pg_bin("psql"));
-    cmd.args(PSQL_ARGS.split(' '))
-        .arg("-p")
-        .arg(port.to_string());
+    cmd.args(PSQL_ARGS.split(' ')).arg("-p").arg(port.to_string());
     cmd.arg("-d").arg(db).arg("-c").arg(sql);
     cmd.env("PGCONNECT_TIMEOUT", "5").stdin(Stdio::null());
     cmd
@@ -133,10 +113,7 @@ fn pg_user() -> Option<(u32, u32)> {
                 return None;
             }
             let pw = libc::getpwnam(c"postgres".as_ptr());
-            assert!(
-                !pw.is_null(),
-                "running as root but there is no `postgres` OS user"
-            );
+            assert!(!pw.is_null(), "running as root but there is no `postgres` OS user");
             Some(((*pw).pw_uid, (*pw).pw_gid))
         }
     })
@@ -156,15 +133,9 @@ fn chown_to_pg(path: &Path) {
 
 /// Runs `cmd` to completion, panicking with its stderr if it fails.
 fn run(mut cmd: Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot {what}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot {what}: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "failed to {what} ({}):\n{stderr}",
-        out.status
-    );
+    assert!(out.status.success(), "failed to {what} ({}):\n{stderr}", out.status);
 }
 
 /// The initdb'ed template (a kept temp dir holding `data/`), created on first
@@ -183,11 +154,7 @@ fn template() -> &'static Path {
         unsafe { libc::atexit(remove_template) };
         chown_to_pg(&dir);
         let mut initdb = Command::new(pg_bin("initdb"));
-        initdb
-            .arg("-D")
-            .arg(dir.join("data"))
-            .args(INITDB_ARGS.split(' '))
-            .current_dir(&dir);
+        initdb.arg("-D").arg(dir.join("data")).args(INITDB_ARGS.split(' ')).current_dir(&dir);
         as_pg_user(&mut initdb);
         run(initdb, "initdb");
         dir

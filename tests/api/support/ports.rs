@@ -38,10 +38,7 @@ pub fn free_port() -> u16 {
 /// Calls `start` with a fresh [`free_port`] until it succeeds, at most 5 times
 /// (a start can lose a race for its port with another process). `start` must
 /// clean up after a failure. Returns the last error.
-pub fn with_free_port(
-    what: &str,
-    mut start: impl FnMut(u16) -> Result<(), String>,
-) -> Result<(), String> {
+pub fn with_free_port(what: &str, mut start: impl FnMut(u16) -> Result<(), String>) -> Result<(), String> {
     let mut result = Err(String::new());
     for attempt in 1..=5 {
         let port = free_port();
@@ -62,10 +59,7 @@ fn below_ephemeral_range(taken: &BTreeSet<u16>) -> Option<u16> {
     if span < 1_000 {
         return None;
     }
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let seed = nanos ^ std::process::id().wrapping_mul(2_654_435_761);
     (0..span)
         .map(|i| LOW_PORT_FLOOR + ((seed.wrapping_add(i.wrapping_mul(7_919))) % span) as u16)
@@ -76,12 +70,8 @@ fn below_ephemeral_range(taken: &BTreeSet<u16>) -> Option<u16> {
 /// Fallback: let the kernel choose, skipping ports already handed out.
 fn kernel_assigned(taken: &BTreeSet<u16>) -> u16 {
     for _ in 0..1_000 {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
-        let port = listener
-            .local_addr()
-            .expect("local_addr of probe listener")
-            .port();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+        let port = listener.local_addr().expect("local_addr of probe listener").port();
         if !taken.contains(&port) {
             return port;
         }

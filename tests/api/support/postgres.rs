@@ -35,20 +35,13 @@ pub struct PostgresServer {
 impl PostgresServer {
     /// Starts a dedicated cluster (one the test may kill, freeze or restart).
     pub fn start() -> PostgresServer {
-        let mut server = PostgresServer {
-            port: 0,
-            child: None,
-            dir: ClusterDir::new(),
-        };
+        let mut server = PostgresServer { port: 0, child: None, dir: ClusterDir::new() };
         let started = with_free_port("postgres", |port| {
             server.port = port;
             server.spawn_and_wait().inspect_err(|_| server.kill())
         });
         if let Err(e) = started {
-            panic!(
-                "postgres failed to start: {e}\n--- log ---\n{}",
-                server.log()
-            );
+            panic!("postgres failed to start: {e}\n--- log ---\n{}", server.log());
         }
         server
     }
@@ -109,16 +102,9 @@ impl PostgresServer {
     /// Starts the stopped or killed cluster again on the same port and data dir
     /// and waits until it accepts queries (crash recovery included).
     pub fn start_again(&mut self) {
-        assert!(
-            self.child.is_none(),
-            "start_again: postgres is still running"
-        );
+        assert!(self.child.is_none(), "start_again: postgres is still running");
         if let Err(e) = self.spawn_and_wait() {
-            panic!(
-                "postgres restart on port {} failed: {e}\n--- log ---\n{}",
-                self.port,
-                self.log()
-            );
+            panic!("postgres restart on port {} failed: {e}\n--- log ---\n{}", self.port, self.log());
         }
     }
 
@@ -127,17 +113,13 @@ impl PostgresServer {
     pub fn pause(&self) {
         let pid = self.pid();
         stop_and_wait(pid); // first, so that it forks no new backends
-        descendants(pid)
-            .into_iter()
-            .for_each(|p| _ = signal(p, libc::SIGSTOP));
+        descendants(pid).into_iter().for_each(|p| _ = signal(p, libc::SIGSTOP));
     }
 
     /// Undoes [`PostgresServer::pause`] with SIGCONT.
     pub fn resume(&self) {
         let pid = self.pid();
-        descendants(pid)
-            .into_iter()
-            .for_each(|p| _ = signal(p, libc::SIGCONT));
+        descendants(pid).into_iter().for_each(|p| _ = signal(p, libc::SIGCONT));
         signal(pid, libc::SIGCONT);
     }
 
@@ -181,9 +163,7 @@ impl PostgresServer {
             match self.try_psql("postgres", "SHOW data_directory") {
                 Ok(dir) if Path::new(&dir) == self.dir.data => return Ok(()),
                 Ok(dir) => return Err(format!("port {} is served by {dir}", self.port)),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(format!("not ready after {READY_TIMEOUT:?}: {e}"))
-                }
+                Err(e) if Instant::now() >= deadline => return Err(format!("not ready after {READY_TIMEOUT:?}: {e}")),
                 Err(_) => std::thread::sleep(Duration::from_millis(25)),
             }
         }

@@ -26,14 +26,7 @@ pub fn spawn_tied_to_process(mut cmd: Command) -> io::Result<Child> {
     // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, _exit).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             if libc::getppid() != parent {
@@ -43,12 +36,8 @@ pub fn spawn_tied_to_process(mut cmd: Command) -> io::Result<Child> {
         });
     }
     let (reply_tx, reply_rx) = mpsc::channel();
-    spawner()
-        .send((cmd, reply_tx))
-        .expect("fixture spawner thread is gone");
-    reply_rx
-        .recv()
-        .expect("fixture spawner thread dropped the request")
+    spawner().send((cmd, reply_tx)).expect("fixture spawner thread is gone");
+    reply_rx.recv().expect("fixture spawner thread dropped the request")
 }
 
 /// The channel to the spawner thread; the thread is started on first use and
@@ -85,10 +74,7 @@ pub fn signal_group(pgid: u32, sig: libc::c_int) -> bool {
 /// can no longer fork when the caller scans its children.
 pub fn stop_and_wait(pid: u32) {
     signal(pid, libc::SIGSTOP);
-    wait_until(
-        Duration::from_secs(1),
-        || !matches!(stat(pid), Some((state, _)) if state != 'T'),
-    );
+    wait_until(Duration::from_secs(1), || !matches!(stat(pid), Some((state, _)) if state != 'T'));
 }
 
 /// Ends the process tree rooted at `pid` (a child of ours, or an orphaned server):
@@ -145,12 +131,7 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     let mut i = 0;
     while i < found.len() {
         let parent = found[i];
-        found.extend(
-            procs
-                .iter()
-                .filter(|(_, ppid)| *ppid == parent)
-                .map(|(p, _)| *p),
-        );
+        found.extend(procs.iter().filter(|(_, ppid)| *ppid == parent).map(|(p, _)| *p));
         i += 1;
     }
     found.remove(0);

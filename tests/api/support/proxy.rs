@@ -36,22 +36,13 @@ impl ChaosProxy {
     /// accept loop is spawned on it).
     pub fn start(target: SocketAddr) -> ChaosProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind chaos proxy");
-        listener
-            .set_nonblocking(true)
-            .expect("set proxy listener non-blocking");
+        listener.set_nonblocking(true).expect("set proxy listener non-blocking");
         let addr = listener.local_addr().expect("proxy local_addr");
-        let listener =
-            TcpListener::from_std(listener).expect("ChaosProxy::start needs a tokio runtime");
+        let listener = TcpListener::from_std(listener).expect("ChaosProxy::start needs a tokio runtime");
         let (faults, rx) = watch::channel(Faults::default());
         let counters = Arc::new(Counters::default());
         let accept_task = tokio::spawn(accept_loop(listener, target, rx, counters.clone()));
-        ChaosProxy {
-            addr,
-            target,
-            faults,
-            counters,
-            accept_task,
-        }
+        ChaosProxy { addr, target, faults, counters, accept_task }
     }
 
     /// Starts proxying to `127.0.0.1:port`.
@@ -112,11 +103,7 @@ impl ChaosProxy {
     /// Clears every fault (latency, blackhole, refuse, cut); open connections stay open.
     pub fn heal(&self) {
         self.faults.send_modify(|f| {
-            *f = Faults {
-                cut_gen: f.cut_gen + 1,
-                reset_gen: f.reset_gen,
-                ..Faults::default()
-            };
+            *f = Faults { cut_gen: f.cut_gen + 1, reset_gen: f.reset_gen, ..Faults::default() };
         });
     }
 
@@ -127,10 +114,7 @@ impl ChaosProxy {
 
     /// Total bytes forwarded so far as (client→server, server→client).
     pub fn bytes_forwarded(&self) -> (u64, u64) {
-        (
-            self.counters.to_server.load(Ordering::SeqCst),
-            self.counters.to_client.load(Ordering::SeqCst),
-        )
+        (self.counters.to_server.load(Ordering::SeqCst), self.counters.to_client.load(Ordering::SeqCst))
     }
 
     /// Waits until exactly `n` connections are open; false after `timeout`.

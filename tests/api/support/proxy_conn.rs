@@ -78,12 +78,7 @@ impl Drop for OpenGuard {
     }
 }
 
-async fn connection(
-    client: TcpStream,
-    target: SocketAddr,
-    mut rx: watch::Receiver<Faults>,
-    counters: Arc<Counters>,
-) {
+async fn connection(client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Faults>, counters: Arc<Counters>) {
     let _open = OpenGuard(counters.clone());
     let reset_gen = rx.borrow_and_update().reset_gen;
     let upstream = tokio::select! {
@@ -105,10 +100,7 @@ async fn connection(
     };
     if matches!(end, End::Reset | End::Error) {
         // Reunite so that dropping sends RST instead of FIN (a dropped write half shuts down).
-        for stream in [client_rd.reunite(client_wr), server_rd.reunite(server_wr)]
-            .into_iter()
-            .flatten()
-        {
+        for stream in [client_rd.reunite(client_wr), server_rd.reunite(server_wr)].into_iter().flatten() {
             let _ = stream.set_zero_linger();
         }
     }

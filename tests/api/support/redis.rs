@@ -67,10 +67,7 @@ impl RedisServer {
             server.spawn_and_wait().inspect_err(|_| server.kill())
         });
         if let Err(e) = started {
-            panic!(
-                "redis-server failed to start: {e}\n--- log ---\n{}",
-                server.log()
-            );
+            panic!("redis-server failed to start: {e}\n--- log ---\n{}", server.log());
         }
         server
     }
@@ -119,11 +116,7 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         if let Err(e) = self.spawn_and_wait() {
-            panic!(
-                "redis-server restart on port {} failed: {e}\n--- log ---\n{}",
-                self.port,
-                self.log()
-            );
+            panic!("redis-server restart on port {} failed: {e}\n--- log ---\n{}", self.port, self.log());
         }
     }
 
@@ -184,23 +177,13 @@ impl RedisServer {
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path);
+        let log = OpenOptions::new().create(true).append(true).open(&self.log_path);
         let log = log.map_err(|e| format!("open redis.log: {e}"))?;
         let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| DEFAULT_BIN.to_owned());
         let mut cmd = Command::new(bin);
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--dir")
-            .arg(&self.data_dir);
-        cmd.args(FLAGS.split_whitespace())
-            .args(["--save", ""])
-            .args(&self.extra_args);
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log);
+        cmd.arg("--port").arg(self.port.to_string()).arg("--dir").arg(&self.data_dir);
+        cmd.args(FLAGS.split_whitespace()).args(["--save", ""]).args(&self.extra_args);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
         cmd.process_group(0); // so that kill/pause also reach an AOF-rewrite child
         let child = spawn_tied_to_process(cmd).map_err(|e| format!("spawn redis-server: {e}"))?;
         self.child = Some(child);
@@ -231,15 +214,11 @@ impl RedisServer {
     /// Guards against a port race with another process's Redis: the server
     /// answering on our port must be using our data dir.
     fn check_identity(&self) -> Result<(), String> {
-        let reply = resp_command(self.addr(), &["CONFIG", "GET", "dir"], CMD_TIMEOUT)
-            .map_err(|e| e.to_string())?;
+        let reply = resp_command(self.addr(), &["CONFIG", "GET", "dir"], CMD_TIMEOUT).map_err(|e| e.to_string())?;
         let ours = fs::canonicalize(&self.data_dir).map_err(|e| e.to_string())?;
         match reply.as_array() {
             Some([_, dir]) if dir.as_str().map(Path::new) == Some(ours.as_path()) => Ok(()),
-            _ => Err(format!(
-                "port {} is served by another redis (dir {reply:?})",
-                self.port
-            )),
+            _ => Err(format!("port {} is served by another redis (dir {reply:?})", self.port)),
         }
     }
 }

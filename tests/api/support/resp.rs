@@ -103,12 +103,7 @@ pub fn encode<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
 /// Parses one reply from the start of `buf`: `Ok(None)` if more bytes are
 /// needed, otherwise the value and the number of bytes it used.
 pub fn parse(buf: &[u8]) -> io::Result<Option<(RespValue, usize)>> {
-    let bad = |what: &str| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("bad RESP reply: {what}"),
-        )
-    };
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad RESP reply: {what}"));
     let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else {
         return Ok(None);
     };
@@ -125,10 +120,7 @@ pub fn parse(buf: &[u8]) -> io::Result<Option<(RespValue, usize)>> {
             if buf.len() < next + len + 2 {
                 return Ok(None);
             }
-            (
-                RespValue::Bulk(buf[next..next + len].to_vec()),
-                next + len + 2,
-            )
+            (RespValue::Bulk(buf[next..next + len].to_vec()), next + len + 2)
         }
         b'*' if number()? < 0 => (RespValue::Nil, next),
         b'*' => {
