@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::Message;
-use crate::store::redis::{keys, messages::parse_body};
+use crate::store::redis::{keys, wire::parse_body};
 
 /// Buffered events per thread before a slow receiver lags (and re-reads).
 const CHANNEL_CAPACITY: usize = 256;

@@ -47,14 +47,14 @@ impl Api {
     }
 
     /// Attaches the parsed document, from the cache or parsed now.
-    fn prepare(&self, mut request: Request) -> Result<Request, Response> {
+    fn prepare(&self, mut request: Request) -> Result<Request, Box<Response>> {
         if let Some(doc) = self.parsed.lock().ok().and_then(|d| d.get(&request.query).cloned()) {
             request.set_parsed_query(doc);
             return Ok(request);
         }
         let doc = async_graphql::parser::parse_query(&request.query).map_err(|e| {
             let e = ServerError::new(e.to_string(), e.positions().next());
-            Response::from_errors(vec![with_code(e, code::PARSE_FAILED)])
+            Box::new(Response::from_errors(vec![with_code(e, code::PARSE_FAILED)]))
         })?;
         if request.query.len() <= MAX_CACHED_QUERY {
             if let Ok(mut docs) = self.parsed.lock() {
@@ -73,7 +73,7 @@ impl Executor for Api {
     async fn execute(&self, request: Request) -> Response {
         match self.prepare(request) {
             Ok(request) => label(self.schema.execute(request).await),
-            Err(response) => response,
+            Err(response) => *response,
         }
     }
 
@@ -82,7 +82,7 @@ impl Executor for Api {
             Ok(request) => Box::pin(
                 self.schema.execute_stream_with_session_data(request, session_data.unwrap_or_default()).map(label),
             ),
-            Err(response) => Box::pin(futures::stream::once(async move { response })),
+            Err(response) => Box::pin(futures::stream::once(async move { *response })),
         }
     }
 }

@@ -1,14 +1,17 @@
 //! Tier 1: Redis. Connection handling, per-call timeouts and fault
 //! classification live here; the key layout is in [`keys`], the message
-//! operations in [`messages`], the persistence Stream in [`stream`].
+//! format in [`wire`], saves and reads in [`messages`], thread-state upkeep
+//! in [`maintenance`], the persistence Stream in [`stream`].
 //!
 //! Every call goes through [`RedisTier::call`], which bounds it with the
 //! configured timeout (default 100 ms) so a paused or blackholed Redis turns
 //! into a fast [`RedisFault`] the circuit breaker can count, never a hang.
 
 pub mod keys;
+pub mod maintenance;
 pub mod messages;
 pub mod stream;
+pub mod wire;
 
 use std::{
     future::Future,

@@ -10,4 +10,5 @@ mod messages;
 mod pagination;
 mod persistence;
 mod shutdown;
+mod startup;
 mod subscriptions;

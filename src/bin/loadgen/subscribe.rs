@@ -1,27 +1,27 @@
 //! `subscribe` workload: many `graphql-transport-ws` subscribers, one fixed-rate
 //! writer, delivery delay per event and expected-vs-received event counts.
+//!
+//! This file holds the configuration, the shared tallies and the run with its
+//! report; the subscriber connections are in [`client`], the writer in [`writer`].
+
+mod client;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
-use futures::{SinkExt, StreamExt};
+use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
-use crate::gql::{make_content, Gql, Rng, SUBSCRIPTION};
+use crate::gql::Gql;
 use crate::report::{micros, new_histogram, Outcome};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use self::client::{subscriber, SubCtx};
+use self::writer::write;
 
 /// Limit on one subscriber's connect + connection_ack + subscribe.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -226,189 +226,4 @@ pub async fn run(gql: &Gql, cfg: &SubConfig) -> Result<Outcome> {
     let errors = shared.errors.load(Ordering::Relaxed) + writer.errors;
     let first_error = lock(&shared.first_error).clone().or(writer.first_error);
     Ok(Outcome { name: "subscribe".to_string(), ok: received, errors, elapsed: cfg.duration, hist, first_error, notes })
-}
-
-struct WriterOut {
-    ok: u64,
-    errors: u64,
-    ok_per_thread: Vec<u64>,
-    hist: Histogram<u64>,
-    first_error: Option<String>,
-}
-
-/// Saves `cfg.rate` messages per second (open loop: one task per tick) for
-/// `cfg.duration`, recording each response instant in `shared.sent`.
-async fn write(gql: &Gql, cfg: &SubConfig, shared: &Arc<Shared>) -> Result<WriterOut> {
-    eprintln!("subscribe: writing {}/s for {:?}", cfg.rate, cfg.duration);
-    let mut out = WriterOut {
-        ok: 0,
-        errors: 0,
-        ok_per_thread: vec![0; cfg.threads.len()],
-        hist: new_histogram()?,
-        first_error: None,
-    };
-    let mut account = |r: (usize, Duration, Result<()>)| match r.2 {
-        Ok(()) => {
-            out.ok += 1;
-            out.ok_per_thread[r.0] += 1;
-            out.hist.saturating_record(micros(r.1));
-        }
-        Err(e) => {
-            out.errors += 1;
-            out.first_error.get_or_insert_with(|| format!("writer save: {e:#}"));
-        }
-    };
-    let mut rng = Rng::new(u64::MAX);
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(cfg.rate)));
-    let end = Instant::now() + cfg.duration;
-    let mut tasks = JoinSet::new();
-    let mut seq = 0u64;
-    loop {
-        tick.tick().await;
-        if Instant::now() >= end {
-            break;
-        }
-        seq += 1;
-        let idx = rng.below(cfg.threads.len());
-        let thread = cfg.threads[idx].clone();
-        let content = make_content(&format!("sub #{seq} "), cfg.content_bytes);
-        let (gql, shared) = (gql.clone(), shared.clone());
-        tasks.spawn(async move {
-            let t0 = Instant::now();
-            lock(&shared.sent_req).insert(seq, t0);
-            let res = gql.save_message(&thread, &content).await;
-            let responded = Instant::now();
-            let res = res.map(|id| {
-                lock(&shared.sent).insert(id, responded);
-            });
-            (idx, responded - t0, res)
-        });
-        while let Some(done) = tasks.try_join_next() {
-            account(done.context("writer task panicked")?);
-        }
-    }
-    while let Some(done) = tasks.join_next().await {
-        account(done.context("writer task panicked")?);
-    }
-    Ok(out)
-}
-
-struct SubCtx {
-    thread_idx: usize,
-    thread: String,
-    url: String,
-    shared: Arc<Shared>,
-    ready: mpsc::Sender<(usize, Result<()>)>,
-    stop: watch::Receiver<bool>,
-    sem: Arc<Semaphore>,
-}
-
-async fn subscriber(mut c: SubCtx) {
-    let permit = c.sem.acquire().await.ok();
-    let setup = tokio::time::timeout(SETUP_TIMEOUT, setup(&c.url, &c.thread)).await;
-    drop(permit);
-    let mut ws = match setup {
-        Ok(Ok(ws)) => {
-            let _ = c.ready.send((c.thread_idx, Ok(()))).await;
-            ws
-        }
-        Ok(Err(e)) => {
-            let _ = c.ready.send((c.thread_idx, Err(e))).await;
-            return;
-        }
-        Err(_) => {
-            let err = anyhow!("timed out after {SETUP_TIMEOUT:?}");
-            let _ = c.ready.send((c.thread_idx, Err(err))).await;
-            return;
-        }
-    };
-    loop {
-        let msg = tokio::select! {
-            _ = c.stop.changed() => break,
-            msg = ws.next() => msg,
-        };
-        let received = Instant::now();
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(frame))) => {
-                c.shared.error(format!("server closed the subscription: {frame:?}"));
-                return;
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => {
-                c.shared.error(format!("WebSocket read: {e}"));
-                return;
-            }
-            None => {
-                c.shared.error("WebSocket ended".to_string());
-                return;
-            }
-        };
-        let v: Value = match serde_json::from_str(text.as_str()) {
-            Ok(v) => v,
-            Err(e) => {
-                c.shared.error(format!("bad frame: {e}"));
-                continue;
-            }
-        };
-        match v["type"].as_str() {
-            Some("next") => {
-                let m = v.pointer("/payload/data/messageSaved");
-                match m.and_then(|m| m["id"].as_str()) {
-                    Some(id) => c.shared.on_event(id, m.and_then(|m| m["content"].as_str()), received),
-                    None => c.shared.error(format!("next without messageSaved.id: {}", v["payload"])),
-                }
-            }
-            Some("ping") => {
-                if let Err(e) = send_json(&mut ws, json!({ "type": "pong" })).await {
-                    c.shared.error(format!("sending pong: {e:#}"));
-                    return;
-                }
-            }
-            Some("error") => c.shared.error(format!("subscription error: {}", v["payload"])),
-            Some("complete") => {
-                c.shared.error("server completed the subscription".to_string());
-                break;
-            }
-            _ => {}
-        }
-    }
-    let _ = ws.close(None).await;
-}
-
-/// Connects, does the graphql-transport-ws handshake and subscribes to `thread`.
-async fn setup(url: &str, thread: &str) -> Result<Ws> {
-    let mut req = url.into_client_request().context("bad WebSocket URL")?;
-    req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
-    let (mut ws, _) = connect_async(req).await.context("WebSocket connect")?;
-    send_json(&mut ws, json!({ "type": "connection_init", "payload": {} })).await?;
-    loop {
-        let msg = ws
-            .next()
-            .await
-            .ok_or_else(|| anyhow!("closed before connection_ack"))?
-            .context("waiting for connection_ack")?;
-        let text = match msg {
-            Message::Text(t) => t,
-            Message::Close(f) => bail!("closed before connection_ack: {f:?}"),
-            _ => continue,
-        };
-        let v: Value = serde_json::from_str(text.as_str()).context("bad frame")?;
-        match v["type"].as_str() {
-            Some("connection_ack") => break,
-            Some("ping") => send_json(&mut ws, json!({ "type": "pong" })).await?,
-            _ => bail!("expected connection_ack, got {text}"),
-        }
-    }
-    let sub = json!({
-        "id": "1",
-        "type": "subscribe",
-        "payload": { "query": SUBSCRIPTION, "variables": { "t": thread } },
-    });
-    send_json(&mut ws, sub).await?;
-    Ok(ws)
-}
-
-async fn send_json(ws: &mut Ws, v: Value) -> Result<()> {
-    ws.send(Message::text(v.to_string())).await.context("WebSocket send")
 }

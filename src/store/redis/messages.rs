@@ -4,79 +4,17 @@
 use std::sync::LazyLock;
 
 use bb8_redis::redis::{self, Script, Value};
-use serde::{Deserialize, Serialize};
 
-use super::{keys, RedisFault, RedisTier};
-use crate::domain::{Message, MessageId, NewMessage, OrderKey, Role, ThreadId, Timestamp};
+use super::{
+    keys,
+    wire::{parse_body, Wire},
+    RedisFault, RedisTier,
+};
+use crate::domain::{Message, MessageId, NewMessage, OrderKey, ThreadId};
 use crate::store::{Order, PageQuery};
 
 static SAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/save.lua")));
-static MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/mark_persisted.lua")));
 static READ: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/read_index.lua")));
-static PRIME: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/prime.lua")));
-static RECONCILE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/reconcile.lua")));
-
-/// The JSON form of a message in Redis bodies, the Stream and events. Short
-/// names keep the hot path small; `c` is spliced in by the save script.
-#[derive(Serialize, Deserialize)]
-pub struct Wire {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    c: Option<i64>,
-    id: MessageId,
-    t: String,
-    r: Role,
-    b: String,
-    #[serde(default)]
-    m: Option<serde_json::Value>,
-    #[serde(default)]
-    k: Option<String>,
-}
-
-impl Wire {
-    fn from_new(m: &NewMessage) -> Self {
-        Wire {
-            c: None,
-            id: m.id,
-            t: m.thread_id.as_str().to_owned(),
-            r: m.role,
-            b: m.content.as_str().to_owned(),
-            m: m.metadata.as_ref().map(|v| v.as_value().clone()),
-            k: m.client_message_id.as_ref().map(|k| k.as_str().to_owned()),
-        }
-    }
-
-    fn from_message(m: &Message) -> Self {
-        Wire {
-            c: Some(m.created_at.micros()),
-            id: m.id,
-            t: m.thread_id.clone(),
-            r: m.role,
-            b: m.content.clone(),
-            m: m.metadata.clone(),
-            k: m.client_message_id.clone(),
-        }
-    }
-
-    /// Into a message with the given persisted flag.
-    pub fn into_message(self, persisted: bool) -> Option<Message> {
-        Some(Message {
-            id: self.id,
-            thread_id: self.t,
-            role: self.r,
-            content: self.b,
-            metadata: self.m,
-            client_message_id: self.k,
-            created_at: Timestamp::from_micros(self.c?),
-            persisted,
-        })
-    }
-}
-
-/// Parses a stored body: a `'0'`/`'1'` persisted flag followed by JSON.
-pub fn parse_body(raw: &[u8]) -> Option<Message> {
-    let (flag, json) = raw.split_first()?;
-    serde_json::from_slice::<Wire>(json).ok()?.into_message(*flag == b'1')
-}
 
 /// What the save script did.
 pub enum SaveOutcome {
@@ -234,102 +172,6 @@ impl RedisTier {
         let keys_: Vec<(ThreadId, MessageId)> =
             ids.iter().filter_map(|s| MessageId::parse(s).ok()).map(|id| (thread.clone(), id)).collect();
         Ok(self.bodies(&keys_).await?.into_iter().flatten().collect())
-    }
-
-    /// Flags messages persisted, starts their cache TTL, drops them from the
-    /// unpersisted sets. Called only after PostgreSQL COMMIT.
-    pub async fn mark_persisted(&self, done: &[(String, MessageId)], ttl_s: u64) -> Result<(), RedisFault> {
-        if done.is_empty() {
-            return Ok(());
-        }
-        let mut inv = MARK.prepare_invoke();
-        inv.arg(ttl_s);
-        for (t, id) in done {
-            inv.key(keys::body(t, id)).key(keys::unpersisted(t)).key(keys::locator(id)).arg(id.to_string());
-        }
-        self.call("mark_persisted", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
-        Ok(())
-    }
-
-    /// Rebuilds a cold thread index (see `lua/prime.lua`).
-    pub async fn prime(
-        &self,
-        thread: &ThreadId,
-        count: u64,
-        seen_last: i64,
-        head: &[OrderKey],
-        window: u32,
-        ttl_s: u64,
-    ) -> Result<(), RedisFault> {
-        let t = thread.as_str();
-        let mut inv = PRIME.prepare_invoke();
-        inv.key(keys::meta(t)).key(keys::index(t)).arg(window).arg(ttl_s).arg(count).arg(seen_last);
-        for k in head {
-            inv.arg(k.created_at.micros()).arg(k.id.to_string());
-        }
-        self.call("prime", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
-        Ok(())
-    }
-
-    /// Brings a thread's Redis state in line with messages written to
-    /// PostgreSQL during failover (see `lua/reconcile.lua`).
-    pub async fn reconcile(
-        &self,
-        thread: &str,
-        last: Timestamp,
-        idem: &[(String, MessageId)],
-        idem_ttl_s: u64,
-    ) -> Result<(), RedisFault> {
-        let mut inv = RECONCILE.prepare_invoke();
-        inv.key(keys::meta(thread)).arg(last.micros()).arg(idem_ttl_s);
-        for (k, id) in idem {
-            let tid = ThreadId::parse(thread).map_err(|e| protocol(&e.to_string()))?;
-            inv.key(keys::idempotency(&tid, k)).arg(id.to_string());
-        }
-        self.call("reconcile", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
-        Ok(())
-    }
-
-    /// Removes a message Redis accepted but PostgreSQL refused as a
-    /// duplicate of an earlier message with the same idempotency key.
-    pub async fn drop_orphan(&self, thread: &str, id: &MessageId) -> Result<(), RedisFault> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("DEL").arg(keys::body(thread, id)).arg(keys::locator(id)).ignore();
-        pipe.cmd("ZREM").arg(keys::index(thread)).arg(id.to_string()).ignore();
-        pipe.cmd("ZREM").arg(keys::unpersisted(thread)).arg(id.to_string()).ignore();
-        pipe.cmd("HSET").arg(keys::meta(thread)).arg("win").arg("0").ignore();
-        self.call("drop_orphan", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
-    }
-
-    /// Replaces a cached body with PostgreSQL's copy of the same message
-    /// (PostgreSQL wins) and marks the thread index cold, so reads rebuild it
-    /// from PostgreSQL.
-    pub async fn replace_cached(&self, m: &Message, ttl_s: u64) -> Result<(), RedisFault> {
-        let t = m.thread_id.as_str();
-        let mut body = b"1".to_vec();
-        body.extend(serde_json::to_vec(&Wire::from_message(m)).map_err(|e| protocol(&e.to_string()))?);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("SET").arg(keys::body(t, &m.id)).arg(body).arg("EX").arg(ttl_s).ignore();
-        pipe.cmd("ZADD").arg(keys::index(t)).arg("XX").arg(m.created_at.micros()).arg(m.id.to_string()).ignore();
-        pipe.cmd("HSET").arg(keys::meta(t)).arg("win").arg("0").ignore();
-        self.call("replace_cached", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
-    }
-
-    /// Remembers an idempotency key found in PostgreSQL.
-    pub async fn remember_key(
-        &self,
-        thread: &ThreadId,
-        key: &str,
-        id: &MessageId,
-        ttl_s: u64,
-    ) -> Result<(), RedisFault> {
-        let (k, v) = (keys::idempotency(thread, key), id.to_string());
-        self.call("remember_key", |mut c| async move {
-            redis::cmd("SET").arg(k).arg(v).arg("NX").arg("EX").arg(ttl_s).query_async::<()>(&mut c).await
-        })
-        .await
     }
 
     /// The thread a message belongs to, while Redis knows it.

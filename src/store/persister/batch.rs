@@ -1,0 +1,173 @@
+//! One batch: insert it in one statement (splitting around rows PostgreSQL
+//! refuses), dead-letter what can never be stored, and acknowledge only what
+//! PostgreSQL committed.
+
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
+use super::Persister;
+use crate::domain::{Message, MessageId};
+use crate::store::postgres::PgFault;
+use crate::store::redis::{stream::Entry, wire::parse_body};
+
+enum Insert {
+    /// New rows, and rows refused as duplicates of another message's
+    /// idempotency key (orphans: Redis accepted them after losing the key),
+    /// and PostgreSQL's copies of rows it already held with another
+    /// createdAt (stale: Redis ran a save after the service had given up on
+    /// it and written the message to PostgreSQL itself).
+    Committed(u64, Vec<Message>, Vec<Message>),
+    Unavailable,
+    Rejected(String),
+}
+
+impl Persister {
+    /// Inserts the batch; on success the entries are queued for ack. On a
+    /// tier outage the entries come back for a retry.
+    pub(super) async fn persist(&mut self, entries: Vec<Entry>) -> Result<u64, Vec<Entry>> {
+        let mut rows = Vec::with_capacity(entries.len());
+        let mut good = Vec::with_capacity(entries.len());
+        for e in entries {
+            match e.body.as_deref().map(parse_body_json) {
+                // Deleted while pending (acked by another consumer): nothing to store.
+                None => self.unacked.push(e.id),
+                Some(Some(m)) => {
+                    rows.push(m);
+                    good.push(e);
+                }
+                Some(None) => self.dead_letter(&e, "unparseable entry").await,
+            }
+        }
+        let mut inserted = 0;
+        let mut stack = vec![(rows, good)];
+        let mut retry = Vec::new();
+        while let Some((rows, entries)) = stack.pop() {
+            match self.insert(&rows).await {
+                Insert::Committed(n, orphans, stale) => {
+                    inserted += n;
+                    self.metrics.persisted_batch(rows.len());
+                    for o in &orphans {
+                        tracing::warn!(thread_id = %o.thread_id, message_id = %o.id, "duplicate of an earlier idempotent save; removed from redis");
+                        let _ = self.redis.drop_orphan(&o.thread_id, &o.id).await;
+                    }
+                    for s in &stale {
+                        tracing::warn!(thread_id = %s.thread_id, message_id = %s.id, "redis applied a save postgres already held; postgres's copy wins");
+                        let _ = self.redis.replace_cached(s, self.cache_ttl_s).await;
+                    }
+                    self.unmarked.extend(
+                        rows.iter()
+                            .filter(|m| !orphans.iter().any(|o| o.id == m.id))
+                            .map(|m| (m.thread_id.clone(), m.id)),
+                    );
+                    self.unacked.extend(entries.into_iter().map(|e| e.id));
+                }
+                Insert::Unavailable => retry.extend(entries),
+                Insert::Rejected(reason) if rows.len() == 1 => {
+                    let e = &entries[0];
+                    let n = self.failures.entry(e.id.clone()).or_insert(0);
+                    *n += 1;
+                    if *n >= self.settings.persist_max_attempts {
+                        self.failures.remove(&e.id);
+                        self.dead_letter(e, &reason).await;
+                    } else {
+                        retry.extend(entries);
+                    }
+                }
+                Insert::Rejected(_) => {
+                    // Split to isolate the bad row; the good halves commit.
+                    let mid = rows.len() / 2;
+                    let (r1, r2) = rows.split_at(mid);
+                    let (e1, e2) = entries.split_at(mid);
+                    stack.push((r2.to_vec(), e2.to_vec()));
+                    stack.push((r1.to_vec(), e1.to_vec()));
+                }
+            }
+        }
+        if retry.is_empty() {
+            Ok(inserted)
+        } else {
+            Err(retry)
+        }
+    }
+
+    async fn insert(&self, rows: &[Message]) -> Insert {
+        if rows.is_empty() {
+            return Insert::Committed(0, Vec::new(), Vec::new());
+        }
+        match self.pg.insert_batch(rows).await {
+            Ok(new) => {
+                let new: HashSet<Uuid> = new.into_iter().collect();
+                let skipped: Vec<Uuid> = rows.iter().map(|m| m.id.as_uuid()).filter(|id| !new.contains(id)).collect();
+                // A skipped row is either already stored (redelivery: fine,
+                // unless PostgreSQL's copy has another createdAt: stale) or
+                // refused for its idempotency key (an orphan).
+                let skipped: Vec<MessageId> = skipped.into_iter().map(MessageId::from_uuid).collect();
+                let (orphans, stale) = match skipped.is_empty() {
+                    true => (Vec::new(), Vec::new()),
+                    false => match self.pg.by_ids(&skipped).await {
+                        Ok(present) => {
+                            let orphans = rows
+                                .iter()
+                                .filter(|m| skipped.contains(&m.id) && !present.iter().any(|p| p.id == m.id))
+                                .cloned()
+                                .collect();
+                            let stale = present
+                                .into_iter()
+                                .filter(|p| rows.iter().any(|m| m.id == p.id && m.created_at != p.created_at))
+                                .collect();
+                            (orphans, stale)
+                        }
+                        Err(_) => (Vec::new(), Vec::new()),
+                    },
+                };
+                Insert::Committed(new.len() as u64, orphans, stale)
+            }
+            Err(PgFault::Unavailable(e)) => {
+                tracing::warn!(error = %e, "postgres unavailable; batch kept for retry");
+                Insert::Unavailable
+            }
+            Err(PgFault::Rejected(e)) => Insert::Rejected(e),
+        }
+    }
+
+    pub(super) async fn dead_letter(&mut self, e: &Entry, reason: &str) {
+        match self.redis.dead_letter(e, reason).await {
+            Ok(()) => {
+                self.metrics.dead_lettered();
+                tracing::error!(entry = %e.id, reason, "entry moved to the dead-letter stream");
+            }
+            // Stays pending; a later claim or restart retries it.
+            Err(fault) => tracing::warn!(%fault, entry = %e.id, "could not dead-letter entry"),
+        }
+    }
+
+    /// Acknowledges committed entries and marks their bodies persisted.
+    /// Returns false while Redis can't take it (retried next step).
+    pub(super) async fn flush_acks(&mut self) -> bool {
+        // Mark first: marking twice is harmless, but an entry acked and
+        // deleted before its body is marked would leave the body without a
+        // TTL and in the unpersisted set for good if the process died between.
+        if !self.unmarked.is_empty() {
+            if self.redis.mark_persisted(&self.unmarked, self.cache_ttl_s).await.is_err() {
+                return false;
+            }
+            self.unmarked.clear();
+        }
+        if !self.unacked.is_empty() {
+            if self.redis.ack_delete(&self.unacked).await.is_err() {
+                return false;
+            }
+            self.unacked.clear();
+        }
+        true
+    }
+}
+
+fn parse_body_json(json: &[u8]) -> Option<Message> {
+    // Stream entries hold the JSON without the persisted flag.
+    let mut flagged = Vec::with_capacity(json.len() + 1);
+    flagged.push(b'0');
+    flagged.extend_from_slice(json);
+    parse_body(&flagged)
+}

@@ -1,0 +1,116 @@
+//! Keeping Redis's view of threads right: marking messages persisted,
+//! rebuilding cold indexes, reconciling failover writes, and correcting
+//! entries PostgreSQL decided differently about.
+
+use std::sync::LazyLock;
+
+use bb8_redis::redis::{self, Script};
+
+use super::{keys, wire::Wire, RedisFault, RedisTier};
+use crate::domain::{Message, MessageId, OrderKey, ThreadId, Timestamp};
+
+static MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/mark_persisted.lua")));
+static PRIME: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/prime.lua")));
+static RECONCILE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/reconcile.lua")));
+
+fn protocol(what: &str) -> RedisFault {
+    RedisFault::Protocol(what.to_owned())
+}
+
+impl RedisTier {
+    /// Flags messages persisted, starts their cache TTL, drops them from the
+    /// unpersisted sets. Called only after PostgreSQL COMMIT.
+    pub async fn mark_persisted(&self, done: &[(String, MessageId)], ttl_s: u64) -> Result<(), RedisFault> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut inv = MARK.prepare_invoke();
+        inv.arg(ttl_s);
+        for (t, id) in done {
+            inv.key(keys::body(t, id)).key(keys::unpersisted(t)).key(keys::locator(id)).arg(id.to_string());
+        }
+        self.call("mark_persisted", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
+        Ok(())
+    }
+
+    /// Rebuilds a cold thread index (see `lua/prime.lua`).
+    pub async fn prime(
+        &self,
+        thread: &ThreadId,
+        count: u64,
+        seen_last: i64,
+        head: &[OrderKey],
+        window: u32,
+        ttl_s: u64,
+    ) -> Result<(), RedisFault> {
+        let t = thread.as_str();
+        let mut inv = PRIME.prepare_invoke();
+        inv.key(keys::meta(t)).key(keys::index(t)).arg(window).arg(ttl_s).arg(count).arg(seen_last);
+        for k in head {
+            inv.arg(k.created_at.micros()).arg(k.id.to_string());
+        }
+        self.call("prime", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
+        Ok(())
+    }
+
+    /// Brings a thread's Redis state in line with messages written to
+    /// PostgreSQL during failover (see `lua/reconcile.lua`).
+    pub async fn reconcile(
+        &self,
+        thread: &str,
+        last: Timestamp,
+        idem: &[(String, MessageId)],
+        idem_ttl_s: u64,
+    ) -> Result<(), RedisFault> {
+        let mut inv = RECONCILE.prepare_invoke();
+        inv.key(keys::meta(thread)).arg(last.micros()).arg(idem_ttl_s);
+        for (k, id) in idem {
+            let tid = ThreadId::parse(thread).map_err(|e| protocol(&e.to_string()))?;
+            inv.key(keys::idempotency(&tid, k)).arg(id.to_string());
+        }
+        self.call("reconcile", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
+        Ok(())
+    }
+
+    /// Removes a message Redis accepted but PostgreSQL refused as a
+    /// duplicate of an earlier message with the same idempotency key.
+    pub async fn drop_orphan(&self, thread: &str, id: &MessageId) -> Result<(), RedisFault> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("DEL").arg(keys::body(thread, id)).arg(keys::locator(id)).ignore();
+        pipe.cmd("ZREM").arg(keys::index(thread)).arg(id.to_string()).ignore();
+        pipe.cmd("ZREM").arg(keys::unpersisted(thread)).arg(id.to_string()).ignore();
+        pipe.cmd("HSET").arg(keys::meta(thread)).arg("win").arg("0").ignore();
+        self.call("drop_orphan", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
+    }
+
+    /// Replaces a cached body with PostgreSQL's copy of the same message
+    /// (PostgreSQL wins) and marks the thread index cold, so reads rebuild it
+    /// from PostgreSQL.
+    pub async fn replace_cached(&self, m: &Message, ttl_s: u64) -> Result<(), RedisFault> {
+        let t = m.thread_id.as_str();
+        let mut body = b"1".to_vec();
+        body.extend(serde_json::to_vec(&Wire::from_message(m)).map_err(|e| protocol(&e.to_string()))?);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("SET").arg(keys::body(t, &m.id)).arg(body).arg("EX").arg(ttl_s).ignore();
+        pipe.cmd("ZADD").arg(keys::index(t)).arg("XX").arg(m.created_at.micros()).arg(m.id.to_string()).ignore();
+        pipe.cmd("HSET").arg(keys::meta(t)).arg("win").arg("0").ignore();
+        self.call("replace_cached", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
+    }
+
+    /// Remembers an idempotency key found in PostgreSQL.
+    pub async fn remember_key(
+        &self,
+        thread: &ThreadId,
+        key: &str,
+        id: &MessageId,
+        ttl_s: u64,
+    ) -> Result<(), RedisFault> {
+        let (k, v) = (keys::idempotency(thread, key), id.to_string());
+        self.call("remember_key", |mut c| async move {
+            redis::cmd("SET").arg(k).arg(v).arg("NX").arg("EX").arg(ttl_s).query_async::<()>(&mut c).await
+        })
+        .await
+    }
+}
