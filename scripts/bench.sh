@@ -11,30 +11,16 @@ ensure_packages
 cargo build --release --bin threadstore --bin loadgen >&2
 DATA=$PWD/.local/bench
 rm -rf "$DATA"
-mkdir -p "$DATA"
-REDIS_PORT=$(free_port 17379)
-PG_PORT=$(free_port 17432)
+start_stack "$DATA" 17379 17432
 APP_PORT=$(free_port 18180)
 FO_PORT=$(free_port $((APP_PORT + 1)))
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    stop_redis "$DATA/redis"
-    stop_postgres "$DATA/pg"
-}
-trap cleanup EXIT
-start_redis "$DATA/redis" "$REDIS_PORT"
-start_postgres "$DATA/pg" "$PG_PORT"
-export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/threadstore"
 export RUST_LOG=${RUST_LOG:-warn}
 
 LISTEN_ADDR=127.0.0.1:$APP_PORT ./target/release/threadstore serve 2>"$DATA/app.log" &
-PIDS+=($!)
+STACK_PIDS+=" $!"
 LISTEN_ADDR=127.0.0.1:$FO_PORT FORCE_FAILOVER=true PERSISTER_ENABLED=false \
     ./target/release/threadstore serve 2>"$DATA/failover.log" &
-PIDS+=($!)
+STACK_PIDS+=" $!"
 for port in $APP_PORT $FO_PORT; do
     for _ in $(seq 100); do
         curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
@@ -42,4 +28,4 @@ for port in $APP_PORT $FO_PORT; do
     done
 done
 ./target/release/loadgen --url "http://127.0.0.1:$APP_PORT" --failover-url "http://127.0.0.1:$FO_PORT" \
-    --server-pid "${PIDS[0]}" --server-pid "${PIDS[1]}" "$@"
+    --server-pid "$(echo $STACK_PIDS | tr " " ,)" "$@"

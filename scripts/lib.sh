@@ -74,3 +74,25 @@ stop_postgres() {
 stop_redis() {
     [ -f "$1/redis.pid" ] && kill "$(cat "$1/redis.pid")" 2>/dev/null || true
 }
+
+# start_stack DIR: Redis and PostgreSQL on free ports under DIR, stopped when
+# the calling script exits; exports REDIS_URL and DATABASE_URL.
+start_stack() {
+    STACK_DIR=$1
+    mkdir -p "$STACK_DIR"
+    local redis_port pg_port
+    redis_port=$(free_port "${2:-16379}")
+    pg_port=$(free_port "${3:-15432}")
+    trap 'stop_stack' EXIT
+    start_redis "$STACK_DIR/redis" "$redis_port"
+    start_postgres "$STACK_DIR/pg" "$pg_port"
+    export REDIS_URL="redis://127.0.0.1:$redis_port"
+    export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/threadstore"
+}
+
+stop_stack() {
+    for p in ${STACK_PIDS:-}; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    stop_redis "$STACK_DIR/redis"
+    stop_postgres "$STACK_DIR/pg"
+}
