@@ -128,7 +128,17 @@ async fn idempotent_retries_return_the_original_across_failover() {
     assert!(ids.iter().all(|id| id.is_string() && *id == ids[0]), "{tries:?}");
     tokio::task::block_in_place(|| app.redis.restart());
     wait_breaker_closed(&app, t).await;
-    let key = app.redis.get(&format!("ts:{{{t}}}:k:k2"));
+    // Reconcile runs before the next Redis call (paced after a failed
+    // attempt): drive requests until it has restored the key.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let key = loop {
+        let key = app.redis.get(&format!("ts:{{{t}}}:k:k2"));
+        if key.is_some() || tokio::time::Instant::now() > deadline {
+            break key;
+        }
+        app.all_messages(t).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(key.as_deref(), ids[0].as_str(), "reconcile restored the idempotency key");
     let again = app.save_input(input("k2")).await;
     assert_eq!(&again["id"], ids[0], "retry of k2 after Redis came back");
