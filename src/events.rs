@@ -23,6 +23,34 @@ use crate::store::redis::{keys, wire::parse_body};
 /// Buffered events per thread before a slow receiver lags (and re-reads).
 const CHANNEL_CAPACITY: usize = 256;
 
+/// How often the pub/sub connection is checked.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// A subscriber's receiver for one thread; frees the thread's channel when
+/// the last one goes.
+pub struct ThreadReceiver {
+    rx: Option<broadcast::Receiver<Event>>,
+    events: Events,
+    thread: String,
+}
+
+impl ThreadReceiver {
+    /// The next event (see `broadcast::Receiver::recv`).
+    pub async fn recv(&mut self) -> Result<Event, broadcast::error::RecvError> {
+        match &mut self.rx {
+            Some(rx) => rx.recv().await,
+            None => Err(broadcast::error::RecvError::Closed),
+        }
+    }
+}
+
+impl Drop for ThreadReceiver {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        self.events.release(&self.thread);
+    }
+}
+
 /// One event on a thread.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -45,10 +73,20 @@ pub struct Events {
 
 impl Events {
     /// A receiver for one thread's events.
-    pub fn subscribe(&self, thread: &str) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self, thread: &str) -> ThreadReceiver {
         // std Mutex: held for a map lookup only, never across an await.
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        threads.entry(thread.to_owned()).or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0).subscribe()
+        let rx = threads.entry(thread.to_owned()).or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0).subscribe();
+        ThreadReceiver { rx: Some(rx), events: self.clone(), thread: thread.to_owned() }
+    }
+
+    /// Drops a thread's channel once nobody listens (quiet threads would
+    /// otherwise keep theirs forever).
+    fn release(&self, thread: &str) {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if threads.get(thread).is_some_and(|tx| tx.receiver_count() == 0) {
+            threads.remove(thread);
+        }
     }
 
     fn dispatch(&self, thread: &str, event: Event) {
@@ -100,7 +138,7 @@ impl Events {
                 Ok::<_, redis::RedisError>(pubsub)
             })
             .await;
-            let mut pubsub = match connected {
+            let pubsub = match connected {
                 Ok(Ok(p)) => p,
                 _ => {
                     tokio::select! {
@@ -114,13 +152,22 @@ impl Events {
             backoff = Duration::from_millis(100);
             tracing::info!("pub/sub connected");
             self.resync_all();
-            let mut messages = pubsub.on_message();
+            let (mut sink, mut messages) = pubsub.split();
+            // A connection that died silently (a partition, an idle
+            // timeout somewhere) never ends the stream: ping it.
+            let mut liveness = tokio::time::interval(PING_EVERY);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     msg = messages.next() => match msg {
                         Some(msg) => self.on_pubsub(msg.get_channel_name(), msg.get_payload_bytes()),
                         None => break,
+                    },
+                    _ = liveness.tick() => {
+                        let pong = tokio::time::timeout(timeout.max(Duration::from_millis(500)), sink.ping::<redis::Value>()).await;
+                        if !matches!(pong, Ok(Ok(_))) {
+                            break;
+                        }
                     }
                 }
             }

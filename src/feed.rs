@@ -10,10 +10,10 @@
 use std::{collections::VecDeque, time::Duration};
 
 use futures::Stream;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::domain::{Message, MessageId, OrderKey, ThreadId};
-use crate::events::{Event, Events};
+use crate::events::{Event, Events, ThreadReceiver};
 use crate::store::{MessageStore, Order, PageQuery};
 
 const GAP_PAGE: u32 = 200;
@@ -21,7 +21,7 @@ const GAP_PAGE: u32 = 200;
 struct State {
     store: MessageStore,
     thread: ThreadId,
-    rx: broadcast::Receiver<Event>,
+    rx: ThreadReceiver,
     last: Option<OrderKey>,
     started: bool,
     resume: bool,

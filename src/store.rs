@@ -153,9 +153,13 @@ impl MessageStore {
             let c = self.config;
             let mut outcome = self.redis.save(&new, true, c.idempotency_ttl_s, c.window, c.cache_ttl_s).await;
             if let Ok(SaveOutcome::Cold) = outcome {
-                if let Some(found) = self.known_key(&new).await? {
-                    self.breaker.record(route, true);
-                    return same_or_conflict(&new, found);
+                match self.known_key(&new).await {
+                    Ok(None) => {}
+                    found => {
+                        // Redis answered; this request ends here.
+                        self.breaker.record(route, true);
+                        return same_or_conflict(&new, found?.ok_or(StoreError::Unavailable)?);
+                    }
                 }
                 outcome = self.redis.save(&new, false, c.idempotency_ttl_s, c.window, c.cache_ttl_s).await;
             }
@@ -165,7 +169,10 @@ impl MessageStore {
                     self.metrics.save();
                     return Ok(m);
                 }
-                Ok(SaveOutcome::Cold) => return Err(StoreError::Internal("save script answered cold twice".into())),
+                Ok(SaveOutcome::Cold) => {
+                    self.breaker.record(route, true);
+                    return Err(StoreError::Internal("save script answered cold twice".into()));
+                }
                 Ok(SaveOutcome::Duplicate(id, cached)) => {
                     self.breaker.record(route, true);
                     let original = match cached {

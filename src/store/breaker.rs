@@ -34,8 +34,13 @@ pub enum State {
         in_flight: u32,
         /// Probes that succeeded.
         successes: u32,
+        /// When the last probe slot was handed out.
+        granted: Instant,
     },
 }
+
+/// How long a half-open probe may take before its slot is reclaimed.
+const PROBE_LEASE: Duration = Duration::from_secs(5);
 
 /// Where a call should go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,13 +102,19 @@ impl Breaker {
         match *s {
             State::Closed { .. } => Route::Redis,
             State::Open { until } if Instant::now() >= until => {
-                *s = State::HalfOpen { in_flight: 1, successes: 0 };
+                *s = State::HalfOpen { in_flight: 1, successes: 0, granted: Instant::now() };
                 self.transition("half_open", 1, false);
                 Route::Probe
             }
             State::Open { .. } => Route::Fallback,
-            State::HalfOpen { in_flight, successes } if in_flight < self.probes => {
-                *s = State::HalfOpen { in_flight: in_flight + 1, successes };
+            State::HalfOpen { in_flight, successes, granted }
+                if in_flight < self.probes || granted.elapsed() > PROBE_LEASE =>
+            {
+                // A probe that never reported (its request was cancelled)
+                // gives its slot back after the lease, so half-open can't
+                // stall for good.
+                let in_flight = if in_flight < self.probes { in_flight + 1 } else { 1 };
+                *s = State::HalfOpen { in_flight, successes, granted: Instant::now() };
                 Route::Probe
             }
             State::HalfOpen { .. } => Route::Fallback,
@@ -120,12 +131,12 @@ impl Breaker {
             (State::Closed { .. }, _, true) => State::Closed { failures: 0 },
             (State::Closed { failures }, _, false) if failures + 1 >= self.threshold => self.open(),
             (State::Closed { failures }, _, false) => State::Closed { failures: failures + 1 },
-            (State::HalfOpen { in_flight, successes }, Route::Probe, true) => {
+            (State::HalfOpen { in_flight, successes, granted }, Route::Probe, true) => {
                 if successes + 1 >= self.probes {
                     self.transition("closed", 0, false);
                     State::Closed { failures: 0 }
                 } else {
-                    State::HalfOpen { in_flight: in_flight.saturating_sub(1), successes: successes + 1 }
+                    State::HalfOpen { in_flight: in_flight.saturating_sub(1), successes: successes + 1, granted }
                 }
             }
             (State::HalfOpen { .. }, Route::Probe, false) => self.open(),
@@ -142,8 +153,8 @@ impl Breaker {
             return;
         }
         let Ok(mut s) = self.state.lock() else { return };
-        if let State::HalfOpen { in_flight, successes } = *s {
-            *s = State::HalfOpen { in_flight: in_flight.saturating_sub(1), successes };
+        if let State::HalfOpen { in_flight, successes, granted } = *s {
+            *s = State::HalfOpen { in_flight: in_flight.saturating_sub(1), successes, granted };
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::redis::maintenance::IndexSnapshot;
 use super::{breaker::Route, MessageStore, Order, PageQuery, StoreError};
 use crate::domain::{Message, MessageId, OrderKey, ThreadId};
 
@@ -58,8 +59,8 @@ impl MessageStore {
                 }
                 Ok(None) => {
                     self.breaker.record(route, true);
-                    if let Ok(unpersisted) = self.redis.unpersisted(thread).await {
-                        return self.cold_page(thread, q, unpersisted).await.map(Page::Messages);
+                    if let Ok((unpersisted, gen)) = self.redis.unpersisted(thread).await {
+                        return self.cold_page(thread, q, unpersisted, gen).await.map(Page::Messages);
                     }
                 }
                 Err(_) => self.breaker.record(route, false),
@@ -86,6 +87,7 @@ impl MessageStore {
         thread: &ThreadId,
         q: PageQuery,
         unpersisted: Vec<Message>,
+        gen: i64,
     ) -> Result<Vec<Message>, StoreError> {
         let pg_query = match q {
             // Unpersisted messages may sit anywhere in the order: read enough
@@ -97,22 +99,19 @@ impl MessageStore {
         };
         let rows = self.pg.page(thread, &pg_query).await.map_err(|_| StoreError::Unavailable)?;
         let page = if unpersisted.is_empty() { rows } else { merge(&q, rows, unpersisted.clone()) };
-        if let Err(e) = self.prime(thread, unpersisted).await {
+        if let Err(e) = self.prime(thread, unpersisted, gen).await {
             tracing::debug!(error = %e, "could not prime thread index");
         }
         Ok(page)
     }
 
-    /// Rebuilds the Redis index of a cold thread so later reads are hot.
-    async fn prime(&self, thread: &ThreadId, unpersisted: Vec<Message>) -> Result<u64, StoreError> {
-        let fail = |e: String| StoreError::Internal(e);
-        let (pg_count, mut head) = self.pg.head(thread, self.config.window).await.map_err(|e| fail(e.to_string()))?;
+    /// Rebuilds the Redis index of a cold thread so later reads are hot
+    /// (best effort), and returns the thread's message count.
+    async fn prime(&self, thread: &ThreadId, unpersisted: Vec<Message>, gen: i64) -> Result<u64, StoreError> {
         let unp_ids: Vec<MessageId> = unpersisted.iter().map(|m| m.id).collect();
-        let in_pg: HashSet<MessageId> = if unp_ids.is_empty() {
-            HashSet::new()
-        } else {
-            self.pg.by_ids(&unp_ids).await.map_err(|e| fail(e.to_string()))?.into_iter().map(|m| m.id).collect()
-        };
+        let (pg_count, mut head, held) =
+            self.pg.head(thread, self.config.window, &unp_ids).await.map_err(|_| StoreError::Unavailable)?;
+        let in_pg: HashSet<MessageId> = held.into_iter().collect();
         let count = pg_count + unpersisted.iter().filter(|m| !in_pg.contains(&m.id)).count() as u64;
         head.extend(unpersisted.iter().filter(|m| !in_pg.contains(&m.id)).map(Message::order_key));
         head.sort();
@@ -120,10 +119,11 @@ impl MessageStore {
         let keep = head.len().saturating_sub(self.config.window as usize);
         let head = &head[keep..];
         let seen_last = head.last().map(|k| k.created_at.micros()).unwrap_or(0);
-        self.redis
-            .prime(thread, count, seen_last, head, self.config.window, self.config.cache_ttl_s)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let c = self.config;
+        let snap = IndexSnapshot { count, seen_last, gen, head };
+        if let Err(e) = self.redis.prime(thread, &snap, c.window, c.cache_ttl_s).await {
+            tracing::debug!(error = %e, "could not prime thread index");
+        }
         Ok(count)
     }
 
@@ -138,14 +138,14 @@ impl MessageStore {
                 }
                 Ok(None) => {
                     self.breaker.record(route, true);
-                    if let Ok(unpersisted) = self.redis.unpersisted(thread).await {
-                        return self.prime(thread, unpersisted).await.map_err(|_| StoreError::Unavailable);
+                    if let Ok((unpersisted, gen)) = self.redis.unpersisted(thread).await {
+                        return self.prime(thread, unpersisted, gen).await;
                     }
                 }
                 Err(_) => self.breaker.record(route, false),
             }
         }
-        let (n, _) = self.pg.head(thread, 0).await.map_err(|_| StoreError::Unavailable)?;
+        let (n, _, _) = self.pg.head(thread, 0, &[]).await.map_err(|_| StoreError::Unavailable)?;
         Ok(n)
     }
 

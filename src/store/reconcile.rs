@@ -75,6 +75,15 @@ impl ReconcileState {
     }
 }
 
+/// Clears the "running" mark when dropped.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 impl MessageStore {
     /// Called before a Redis call: brings Redis up to date with failover
     /// writes first. Returns the route to use.
@@ -92,9 +101,11 @@ impl MessageStore {
             self.breaker.abandon(route);
             return Route::Fallback;
         }
+        // Released on drop: a request cancelled mid-reconcile (a client
+        // gone, a subscription ended) must not leave it marked running.
+        let _running = Running(&self.reconcile.running);
         let result = self.reconcile().await;
         self.reconcile.postgres_failed.store(matches!(result, Err(ReconcileError::Postgres(_))), Ordering::Release);
-        self.reconcile.running.store(false, Ordering::Release);
         match result {
             Ok(()) => route,
             Err(ReconcileError::Redis(e)) => {

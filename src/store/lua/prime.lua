@@ -3,10 +3,18 @@
 --
 -- KEYS: 1 meta, 2 index
 -- ARGV: 1 window, 2 cache TTL s, 3 message count at read time,
---       4 newest createdAt at read time (or '0'), then score, id pairs
+--       4 newest createdAt at read time (or '0'), 5 the meta generation read
+--       with the unpersisted set, then score, id pairs
+--
+-- Returns the count, or -1 when the thread's state was invalidated
+-- (reconcile, a PostgreSQL correction) since the read: the read may miss
+-- what that invalidation was about, so it must not mark the index complete.
 local meta, idx = KEYS[1], KEYS[2]
 local window, ttl, count, seen = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
-for i = 5, #ARGV, 2 do
+if tonumber(redis.call('HGET', meta, 'gen') or '0') ~= tonumber(ARGV[5]) then
+  return -1
+end
+for i = 6, #ARGV, 2 do
   redis.call('ZADD', idx, ARGV[i], ARGV[i + 1])
 end
 -- Saves that landed between the read and now are in the index already (every

@@ -10,6 +10,7 @@ local last = tonumber(redis.call('HGET', meta, 'last') or '0')
 local failover_last = tonumber(ARGV[1])
 if failover_last > last then last = failover_last end
 redis.call('HSET', meta, 'win', '0', 'last', string.format('%.0f', last))
+redis.call('HINCRBY', meta, 'gen', 1)
 for i = 2, #KEYS do
   redis.call('SET', KEYS[i], ARGV[i + 1], 'NX', 'EX', ARGV[2])
 end

@@ -12,8 +12,8 @@ use crate::store::postgres::PgFault;
 use crate::store::redis::{stream::Entry, wire::parse_body};
 
 enum Insert {
-    /// New rows, and rows refused as duplicates of another message's
-    /// idempotency key (orphans: Redis accepted them after losing the key),
+    /// New rows, and rows refused for another message's idempotency key
+    /// (orphans: stored again without the key),
     /// and PostgreSQL's copies of rows it already held with another
     /// createdAt (stale: Redis ran a save after the service had given up on
     /// it and written the message to PostgreSQL itself).
@@ -48,18 +48,13 @@ impl Persister {
                     inserted += n;
                     self.metrics.persisted_batch(rows.len());
                     for o in &orphans {
-                        tracing::warn!(thread_id = %o.thread_id, message_id = %o.id, "duplicate of an earlier idempotent save; removed from redis");
-                        let _ = self.redis.drop_orphan(&o.thread_id, &o.id).await;
+                        tracing::warn!(thread_id = %o.thread_id, message_id = %o.id, "idempotency key already used in postgres; message kept without it");
                     }
                     for s in &stale {
                         tracing::warn!(thread_id = %s.thread_id, message_id = %s.id, "redis applied a save postgres already held; postgres's copy wins");
                         let _ = self.redis.replace_cached(s, self.cache_ttl_s).await;
                     }
-                    self.unmarked.extend(
-                        rows.iter()
-                            .filter(|m| !orphans.iter().any(|o| o.id == m.id))
-                            .map(|m| (m.thread_id.clone(), m.id)),
-                    );
+                    self.unmarked.extend(rows.iter().map(|m| (m.thread_id.clone(), m.id)));
                     self.unacked.extend(entries.into_iter().map(|e| e.id));
                 }
                 Insert::Unavailable => retry.extend(entries),
@@ -103,24 +98,36 @@ impl Persister {
                 // unless PostgreSQL's copy has another createdAt: stale) or
                 // refused for its idempotency key (an orphan).
                 let skipped: Vec<MessageId> = skipped.into_iter().map(MessageId::from_uuid).collect();
-                let (orphans, stale) = match skipped.is_empty() {
-                    true => (Vec::new(), Vec::new()),
-                    false => match self.pg.by_ids(&skipped).await {
-                        Ok(present) => {
-                            let orphans = rows
-                                .iter()
-                                .filter(|m| skipped.contains(&m.id) && !present.iter().any(|p| p.id == m.id))
-                                .cloned()
-                                .collect();
-                            let stale = present
-                                .into_iter()
-                                .filter(|p| rows.iter().any(|m| m.id == p.id && m.created_at != p.created_at))
-                                .collect();
-                            (orphans, stale)
-                        }
-                        Err(_) => (Vec::new(), Vec::new()),
-                    },
+                if skipped.is_empty() {
+                    return Insert::Committed(new.len() as u64, Vec::new(), Vec::new());
+                }
+                let present = match self.pg.by_ids(&skipped).await {
+                    Ok(p) => p,
+                    // Unknown whether the skipped rows are stored: no ack.
+                    Err(_) => return Insert::Unavailable,
                 };
+                let orphans: Vec<Message> = rows
+                    .iter()
+                    .filter(|m| skipped.contains(&m.id) && !present.iter().any(|p| p.id == m.id))
+                    .cloned()
+                    .collect();
+                let stale: Vec<Message> = present
+                    .into_iter()
+                    .filter(|p| rows.iter().any(|m| m.id == p.id && m.created_at != p.created_at))
+                    .collect();
+                if !orphans.is_empty() {
+                    // Acknowledged messages whose idempotency key PostgreSQL
+                    // already holds for another message (the key had expired
+                    // from Redis, or a failover write took it first). The
+                    // client was told they are saved: keep them, without the key.
+                    let keyless: Vec<Message> =
+                        orphans.iter().cloned().map(|m| Message { client_message_id: None, ..m }).collect();
+                    match self.pg.insert_batch(&keyless).await {
+                        Ok(_) => {}
+                        Err(PgFault::Unavailable(_)) => return Insert::Unavailable,
+                        Err(PgFault::Rejected(e)) => return Insert::Rejected(e),
+                    }
+                }
                 Insert::Committed(new.len() as u64, orphans, stale)
             }
             Err(PgFault::Unavailable(e)) => {

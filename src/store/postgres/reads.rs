@@ -57,20 +57,35 @@ impl PgTier {
         .await
     }
 
-    /// Number of messages of a thread, and the order keys of its newest
-    /// `window` (newest first), for priming the Redis index.
-    pub async fn head(&self, thread: &ThreadId, window: u32) -> Result<(u64, Vec<OrderKey>), PgFault> {
+    /// One consistent snapshot of a thread for priming the Redis index:
+    /// its message count, the order keys of its newest `window` (newest
+    /// first), and which of `also` PostgreSQL already holds. One
+    /// REPEATABLE READ transaction, so a commit landing between the queries
+    /// can't make the count and the keys disagree.
+    pub async fn head(
+        &self,
+        thread: &ThreadId,
+        window: u32,
+        also: &[MessageId],
+    ) -> Result<(u64, Vec<OrderKey>, Vec<MessageId>), PgFault> {
         let t = thread.as_str();
         let window = i64::from(window);
+        let also: Vec<Uuid> = also.iter().map(MessageId::as_uuid).collect();
         self.with_client("head", async |c| {
-            let count = c
+            let tx = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let count = tx
                 .query_typed("SELECT count(*) FROM messages WHERE thread_id = $1", &[(&t, Type::TEXT)])
                 .await?
                 .first()
                 .map(|r| r.try_get::<_, i64>(0))
                 .transpose()?
                 .unwrap_or(0);
-            let keys = c
+            let keys = tx
                 .query_typed(
                     "SELECT created_at, id FROM messages WHERE thread_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
                     &[(&t, Type::TEXT), (&window, Type::INT8)],
@@ -84,7 +99,20 @@ impl PgTier {
                     })
                 })
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
-            Ok((count.max(0) as u64, keys))
+            let held = if also.is_empty() {
+                Vec::new()
+            } else {
+                tx.query_typed(
+                    "SELECT id FROM messages WHERE thread_id = $1 AND id = ANY($2)",
+                    &[(&t, Type::TEXT), (&also, Type::UUID_ARRAY)],
+                )
+                .await?
+                .iter()
+                .map(|r| r.try_get(0).map(MessageId::from_uuid))
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?
+            };
+            tx.commit().await?;
+            Ok((count.max(0) as u64, keys, held))
         })
         .await
     }

@@ -17,6 +17,18 @@ fn protocol(what: &str) -> RedisFault {
     RedisFault::Protocol(what.to_owned())
 }
 
+/// What a cold read saw of a thread, for [`RedisTier::prime`].
+pub struct IndexSnapshot<'a> {
+    /// Messages in the thread.
+    pub count: u64,
+    /// Newest createdAt seen (µs), or 0.
+    pub seen_last: i64,
+    /// The meta generation read together with the unpersisted set.
+    pub gen: i64,
+    /// Order keys of the newest messages, oldest first.
+    pub head: &'a [OrderKey],
+}
+
 impl RedisTier {
     /// Flags messages persisted, starts their cache TTL, drops them from the
     /// unpersisted sets. Called only after PostgreSQL COMMIT.
@@ -33,20 +45,25 @@ impl RedisTier {
         Ok(())
     }
 
-    /// Rebuilds a cold thread index (see `lua/prime.lua`).
+    /// Rebuilds a cold thread index (see `lua/prime.lua`), unless its
+    /// state changed generation since `gen` was read.
     pub async fn prime(
         &self,
         thread: &ThreadId,
-        count: u64,
-        seen_last: i64,
-        head: &[OrderKey],
+        snap: &IndexSnapshot<'_>,
         window: u32,
         ttl_s: u64,
     ) -> Result<(), RedisFault> {
         let t = thread.as_str();
         let mut inv = PRIME.prepare_invoke();
-        inv.key(keys::meta(t)).key(keys::index(t)).arg(window).arg(ttl_s).arg(count).arg(seen_last);
-        for k in head {
+        inv.key(keys::meta(t))
+            .key(keys::index(t))
+            .arg(window)
+            .arg(ttl_s)
+            .arg(snap.count)
+            .arg(snap.seen_last)
+            .arg(snap.gen);
+        for k in snap.head {
             inv.arg(k.created_at.micros()).arg(k.id.to_string());
         }
         self.call("prime", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
@@ -72,18 +89,6 @@ impl RedisTier {
         Ok(())
     }
 
-    /// Removes a message Redis accepted but PostgreSQL refused as a
-    /// duplicate of an earlier message with the same idempotency key.
-    pub async fn drop_orphan(&self, thread: &str, id: &MessageId) -> Result<(), RedisFault> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("DEL").arg(keys::body(thread, id)).arg(keys::locator(id)).ignore();
-        pipe.cmd("ZREM").arg(keys::index(thread)).arg(id.to_string()).ignore();
-        pipe.cmd("ZREM").arg(keys::unpersisted(thread)).arg(id.to_string()).ignore();
-        pipe.cmd("HSET").arg(keys::meta(thread)).arg("win").arg("0").ignore();
-        self.call("drop_orphan", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
-    }
-
     /// Replaces a cached body with PostgreSQL's copy of the same message
     /// (PostgreSQL wins) and marks the thread index cold, so reads rebuild it
     /// from PostgreSQL.
@@ -96,6 +101,7 @@ impl RedisTier {
         pipe.cmd("SET").arg(keys::body(t, &m.id)).arg(body).arg("EX").arg(ttl_s).ignore();
         pipe.cmd("ZADD").arg(keys::index(t)).arg("XX").arg(m.created_at.micros()).arg(m.id.to_string()).ignore();
         pipe.cmd("HSET").arg(keys::meta(t)).arg("win").arg("0").ignore();
+        pipe.cmd("HINCRBY").arg(keys::meta(t)).arg("gen").arg(1).ignore();
         self.call("replace_cached", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 

@@ -161,17 +161,19 @@ impl RedisTier {
         self.call("cache_bodies", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 
-    /// The thread's unpersisted messages, oldest first.
-    pub async fn unpersisted(&self, thread: &ThreadId) -> Result<Vec<Message>, RedisFault> {
-        let key = keys::unpersisted(thread.as_str());
-        let ids: Vec<String> = self
-            .call("unpersisted", |mut c| async move {
-                redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).query_async(&mut c).await
-            })
-            .await?;
+    /// The thread's unpersisted messages, oldest first, and the generation
+    /// of its Redis state (read atomically; see `lua/prime.lua`).
+    pub async fn unpersisted(&self, thread: &ThreadId) -> Result<(Vec<Message>, i64), RedisFault> {
+        let t = thread.as_str();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("ZRANGE").arg(keys::unpersisted(t)).arg(0).arg(-1);
+        pipe.cmd("HGET").arg(keys::meta(t)).arg("gen");
+        let (ids, gen): (Vec<String>, Option<i64>) =
+            self.call("unpersisted", |mut c| async move { pipe.query_async(&mut c).await }).await?;
         let keys_: Vec<(ThreadId, MessageId)> =
             ids.iter().filter_map(|s| MessageId::parse(s).ok()).map(|id| (thread.clone(), id)).collect();
-        Ok(self.bodies(&keys_).await?.into_iter().flatten().collect())
+        Ok((self.bodies(&keys_).await?.into_iter().flatten().collect(), gen.unwrap_or(0)))
     }
 
     /// The thread a message belongs to, while Redis knows it.

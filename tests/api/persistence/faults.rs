@@ -84,7 +84,13 @@ async fn poison_entries_are_dead_lettered_and_the_rest_keeps_flowing() {
 async fn postgres_down_30s_under_load_loses_no_acknowledged_message() {
     let mut app = TestApp::spawn_with(Options {
         own_postgres: true,
-        tweak: Box::new(|s| s.database.pg_timeout_ms = 1000),
+        tweak: Box::new(|s| {
+            s.database.pg_timeout_ms = 1000;
+            // This test is about PostgreSQL: a Redis call slowed past the
+            // default 100 ms by a loaded machine would fall back to the
+            // (stopped) PostgreSQL and fail the save for the wrong reason.
+            s.redis.redis_timeout_ms = 2000;
+        }),
         ..Options::default()
     })
     .await;
