@@ -164,3 +164,27 @@ fn committed_schema_matches_the_binary() {
         "schema.graphql drifted: run `threadstore schema > schema.graphql`"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_accepted_after_its_key_expired_from_redis_is_kept() {
+    let app = TestApp::spawn().await;
+    let input = json!({ "threadId": "t-expired", "role": "USER", "content": "hello", "clientMessageId": "old-key" });
+    let first = app.save_input(input.clone()).await;
+    app.wait_drained(Duration::from_secs(10)).await;
+    // The key's Redis copy expires (IDEMPOTENCY_TTL_SECS) while the thread stays warm.
+    app.redis.cmd(&["DEL", "ts:{t-expired}:k:old-key"]);
+    let second = app.save_input(input).await;
+    assert_ne!(second["id"], first["id"], "past the key's lifetime in Redis the save is new");
+
+    // Acknowledged, so it must reach PostgreSQL, even though PostgreSQL
+    // holds the key for the first message (it is kept without the key).
+    app.wait_for_pg_count(2, Duration::from_secs(10)).await;
+    app.wait_drained(Duration::from_secs(10)).await;
+    let ids = app.pg.server().psql(&app.db, "SELECT id, client_message_id FROM messages ORDER BY created_at");
+    assert!(
+        ids.contains(first["id"].as_str().expect("id")) && ids.contains(second["id"].as_str().expect("id")),
+        "{ids}"
+    );
+    let read: Vec<Value> = app.all_messages("t-expired").await.iter().map(|m| m["id"].clone()).collect();
+    assert_eq!(read, vec![first["id"].clone(), second["id"].clone()]);
+}
