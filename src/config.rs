@@ -5,6 +5,36 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// A connection URL that may carry a password: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL itself, for the client that connects with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::str::FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretUrl(..)")
+    }
+}
+
 /// `threadstore` command line.
 #[derive(Debug, Parser)]
 #[command(name = "threadstore", version, about = "Chat message store with a GraphQL API")]
@@ -62,7 +92,7 @@ pub struct Settings {
 pub struct RedisSettings {
     /// Redis URL.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    pub redis_url: SecretUrl,
     /// Redis connection pool size (connections are multiplexed).
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 8)]
     pub redis_pool_size: u32,
@@ -119,7 +149,7 @@ impl RedisSettings {
 pub struct DatabaseSettings {
     /// PostgreSQL URL.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/threadstore")]
-    pub database_url: String,
+    pub database_url: SecretUrl,
     /// PostgreSQL pool size.
     #[arg(long, env = "PG_POOL_SIZE", default_value_t = 16)]
     pub pg_pool_size: u32,

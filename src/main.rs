@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate(db) => {
             telemetry::init(LogFormat::Text);
-            PgTier::migrate(&db.database_url).await
+            PgTier::migrate(db.database_url.expose()).await
         }
         Command::Schema => {
             print!("{}", graphql::sdl());

@@ -39,11 +39,11 @@ impl Application {
     /// Builds everything and spawns the background tasks.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        PgTier::migrate(&settings.database.database_url).await.context("migrating PostgreSQL")?;
+        PgTier::migrate(settings.database.database_url.expose()).await.context("migrating PostgreSQL")?;
         let db = &settings.database;
-        let pg = PgTier::new(&db.database_url, db.pg_pool_size, db.timeout(), metrics.clone())?;
+        let pg = PgTier::new(db.database_url.expose(), db.pg_pool_size, db.timeout(), metrics.clone())?;
         let r = &settings.redis;
-        let redis = RedisTier::new(&r.redis_url, r.redis_pool_size, r.timeout(), metrics.clone())?;
+        let redis = RedisTier::new(r.redis_url.expose(), r.redis_pool_size, r.timeout(), metrics.clone())?;
         check_redis(&redis, r).await?;
 
         let breaker = Arc::new(Breaker::new(

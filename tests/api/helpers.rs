@@ -105,11 +105,13 @@ impl TestApp {
         settings.redis.redis_url = match &redis_proxy {
             Some(p) => format!("redis://{}", p.addr()),
             None => redis.url(),
-        };
+        }
+        .into();
         settings.database.database_url = match &pg_proxy {
             Some(p) => format!("postgres://postgres@{}/{db}", p.addr()),
             None => db_url.clone(),
-        };
+        }
+        .into();
         settings.persist.persister_enabled = opts.persister;
         settings.persist.consumer_name = Some(format!("test-{}", std::process::id()));
         (opts.tweak)(&mut settings);

@@ -8,8 +8,8 @@ use crate::support::{PostgresServer, RedisServer};
 fn settings(redis: &RedisServer) -> Settings {
     let mut s = Settings::from_env().expect("defaults");
     s.listen_addr = "127.0.0.1:0".parse().expect("addr");
-    s.redis.redis_url = redis.url();
-    s.database.database_url = PostgresServer::shared().create_database();
+    s.redis.redis_url = redis.url().into();
+    s.database.database_url = PostgresServer::shared().create_database().into();
     s.persist.persister_enabled = false;
     s
 }
@@ -40,7 +40,7 @@ async fn refuses_an_evicting_redis() {
 async fn migrates_at_start_and_serves_without_redis() {
     let mut redis = RedisServer::start();
     let s = settings(&redis);
-    let db = s.database.database_url.clone();
+    let db = s.database.database_url.expose().to_owned();
     redis.kill();
     // Redis down at start is not fatal: the service fails over.
     let app = Application::build(s).await.expect("starts without redis");
