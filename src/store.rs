@@ -153,13 +153,10 @@ impl MessageStore {
             let c = self.config;
             let mut outcome = self.redis.save(&new, true, c.idempotency_ttl_s, c.window, c.cache_ttl_s).await;
             if let Ok(SaveOutcome::Cold) = outcome {
-                match self.known_key(&new).await {
-                    Ok(None) => {}
-                    found => {
-                        // Redis answered; this request ends here.
-                        self.breaker.record(route, true);
-                        return same_or_conflict(&new, found?.ok_or(StoreError::Unavailable)?);
-                    }
+                if let Some(found) = self.known_key(&new).await {
+                    // Redis answered; this request ends here.
+                    self.breaker.record(route, true);
+                    return same_or_conflict(&new, found);
                 }
                 outcome = self.redis.save(&new, false, c.idempotency_ttl_s, c.window, c.cache_ttl_s).await;
             }
@@ -198,15 +195,25 @@ impl MessageStore {
 
     /// A keyed save on a cold thread: PostgreSQL may know the key (its
     /// unique index keeps every key for good). Remembered in Redis again.
-    async fn known_key(&self, new: &NewMessage) -> Result<Option<Message>, StoreError> {
-        let Some(key) = &new.client_message_id else {
-            return Ok(None);
-        };
-        let found = self.pg.by_client_id(&new.thread_id, key.as_str()).await.map_err(|_| StoreError::Unavailable)?;
-        if let Some(m) = &found {
-            let _ = self.redis.remember_key(&new.thread_id, key.as_str(), &m.id, self.config.idempotency_ttl_s).await;
+    async fn known_key(&self, new: &NewMessage) -> Option<Message> {
+        let key = new.client_message_id.as_ref()?;
+        match self.pg.by_client_id(&new.thread_id, key.as_str()).await {
+            Ok(found) => {
+                if let Some(m) = &found {
+                    let _ = self
+                        .redis
+                        .remember_key(&new.thread_id, key.as_str(), &m.id, self.config.idempotency_ttl_s)
+                        .await;
+                }
+                found
+            }
+            // PostgreSQL down: saves must keep being accepted. If the key
+            // was in fact used, the persister keeps this message without it.
+            Err(fault) => {
+                tracing::warn!(%fault, "idempotency check in postgres failed; saving to redis");
+                None
+            }
         }
-        Ok(found)
     }
 
     async fn save_failover(&self, new: NewMessage) -> Result<Message, StoreError> {

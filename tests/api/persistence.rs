@@ -180,3 +180,23 @@ async fn entries_delivered_to_a_lost_read_are_persisted_without_waiting_for_a_cl
     app.assert_pg_holds_exactly(&ids);
     assert_eq!(app.stream_pending(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_saves_to_new_threads_are_accepted_while_postgres_is_down() {
+    // A keyed save on a thread Redis has no state for normally asks
+    // PostgreSQL about the key first; with PostgreSQL down it must still be
+    // accepted (Redis takes it and the persister catches up).
+    let mut app = TestApp::spawn_with(Options {
+        own_postgres: true,
+        tweak: Box::new(|s| s.database.pg_timeout_ms = 1000),
+        ..Options::default()
+    })
+    .await;
+    tokio::task::block_in_place(|| app.pg.server_mut().expect("own cluster").stop_immediate());
+    let saved = app
+        .save_input(json!({ "threadId": "brand-new", "role": "USER", "content": "hi", "clientMessageId": "k-1" }))
+        .await;
+    tokio::task::block_in_place(|| app.pg.server_mut().expect("own cluster").start_again());
+    app.wait_for_pg_count(1, Duration::from_secs(60)).await;
+    assert_eq!(app.pg_ids("brand-new"), vec![saved["id"].as_str().expect("id").to_owned()]);
+}
