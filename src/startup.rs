@@ -5,6 +5,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -139,7 +140,14 @@ impl Application {
         let stop = self.stop.clone();
         tracing::info!(addr = %self.local_addr()?, "serving GraphQL on /graphql, GraphiQL on /");
         let signalled = stop.clone();
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        // No Nagle: responses and subscription events are small writes that
+        // must leave at once, not wait for the previous one's ACK.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let server = axum::serve(listener, self.router).with_graceful_shutdown(async move {
             tokio::select! {
                 _ = shutdown => {},
                 _ = signalled.cancelled() => {},

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStream};
 
 use super::{Shared, SETUP_TIMEOUT};
 use crate::gql::SUBSCRIPTION;
@@ -106,7 +106,8 @@ pub(super) async fn subscriber(mut c: SubCtx) {
 async fn setup(url: &str, thread: &str) -> Result<Ws> {
     let mut req = url.into_client_request().context("bad WebSocket URL")?;
     req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
-    let (mut ws, _) = connect_async(req).await.context("WebSocket connect")?;
+    // Nagle off, like the HTTP client: events are small and timed.
+    let (mut ws, _) = connect_async_with_config(req, None, true).await.context("WebSocket connect")?;
     send_json(&mut ws, json!({ "type": "connection_init", "payload": {} })).await?;
     loop {
         let msg = ws
