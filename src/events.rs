@@ -90,12 +90,10 @@ impl Events {
     }
 
     fn dispatch(&self, thread: &str, event: Event) {
-        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        // A thread nobody listens to has no channel (see `release`).
+        let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = threads.get(thread) {
-            if tx.send(event).is_err() {
-                // Nobody listens any more.
-                threads.remove(thread);
-            }
+            let _ = tx.send(event);
         }
     }
 

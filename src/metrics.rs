@@ -102,7 +102,6 @@ struct Inner {
     cache_misses: AtomicU64,
     failovers: AtomicU64,
     failover_writes: AtomicU64,
-    breaker_state: AtomicI64,
     queue_depth: AtomicU64,
     pending: AtomicU64,
     lag_ms: AtomicU64,
@@ -216,7 +215,6 @@ impl Metrics {
 
     /// Breaker state: 0 closed, 1 half-open, 2 open.
     pub fn breaker_state(&self, state: i64, label: &'static str, opened: bool) {
-        self.inner.breaker_state.store(state, Ordering::Relaxed);
         metrics::gauge!("threadstore_breaker_state").set(state as f64);
         metrics::counter!("threadstore_breaker_transitions_total", "to" => label).increment(1);
         if opened {
@@ -307,10 +305,5 @@ impl Metrics {
     /// Active subscriptions.
     pub fn active_subscriptions(&self) -> i64 {
         self.inner.subscriptions.load(Ordering::Relaxed)
-    }
-
-    /// Current breaker state number.
-    pub fn breaker_state_now(&self) -> i64 {
-        self.inner.breaker_state.load(Ordering::Relaxed)
     }
 }

@@ -94,6 +94,20 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
+    /// The message as stored with `created_at`, not yet persisted.
+    pub fn to_message(&self, created_at: Timestamp) -> Message {
+        Message {
+            id: self.id,
+            thread_id: self.thread_id.as_str().to_owned(),
+            role: self.role,
+            content: self.content.as_str().to_owned(),
+            metadata: self.metadata.as_ref().map(|m| m.as_value().clone()),
+            client_message_id: self.client_message_id.as_ref().map(|k| k.as_str().to_owned()),
+            created_at,
+            persisted: false,
+        }
+    }
+
     /// Whether `existing` carries the same payload (for idempotent retries).
     pub fn same_payload(&self, existing: &Message) -> bool {
         self.role == existing.role

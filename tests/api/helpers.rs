@@ -188,18 +188,21 @@ impl TestApp {
 
     /// All messages of a thread via offset pages, oldest first.
     pub async fn all_messages(&self, thread: &str) -> Vec<Value> {
+        self.offset_pages(thread, "OLDEST_FIRST", 200).await
+    }
+
+    /// Every `thread.messages` page of `limit` in `order` ("OLDEST_FIRST" or
+    /// "NEWEST_FIRST"), concatenated.
+    pub async fn offset_pages(&self, thread: &str, order: &str, limit: usize) -> Vec<Value> {
+        let q = "query($t: ID!, $l: Int!, $o: Int!, $ord: MessageOrder!) { thread(id: $t) { \
+                 messages(limit: $l, offset: $o, order: $ord) { id content createdAt cursor persisted clientMessageId } } }";
         let mut out = Vec::new();
         loop {
-            let r = self
-                .gql(
-                    "query($t: ID!, $o: Int!) { thread(id: $t) { messages(limit: 200, offset: $o) { id content createdAt cursor persisted clientMessageId } } }",
-                    json!({ "t": thread, "o": out.len() }),
-                )
-                .await;
+            let r = self.gql(q, json!({ "t": thread, "l": limit, "o": out.len(), "ord": order })).await;
             let page = r["data"]["thread"]["messages"].as_array().unwrap_or_else(|| panic!("read failed: {r}")).clone();
             let n = page.len();
             out.extend(page);
-            if n < 200 {
+            if n < limit {
                 return out;
             }
         }

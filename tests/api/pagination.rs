@@ -53,24 +53,6 @@ fn check_order(page: &[Value]) -> Vec<String> {
         .collect()
 }
 
-async fn offset_pages(app: &TestApp, thread: &str, order: &str, limit: usize) -> Vec<Value> {
-    let mut out = Vec::new();
-    loop {
-        let r = app
-            .gql(
-                "query($t: ID!, $l: Int!, $o: Int!, $ord: MessageOrder!) { thread(id: $t) { messages(limit: $l, offset: $o, order: $ord) { id createdAt cursor } } }",
-                json!({ "t": thread, "l": limit, "o": out.len(), "ord": order }),
-            )
-            .await;
-        let page = r["data"]["thread"]["messages"].as_array().unwrap_or_else(|| panic!("{r}")).clone();
-        let n = page.len();
-        out.extend(page);
-        if n < limit {
-            return out;
-        }
-    }
-}
-
 async fn cursor_pages(app: &TestApp, thread: &str, forward: bool, size: usize) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
     let mut cursor: Option<String> = None;
@@ -103,11 +85,11 @@ async fn cursor_pages(app: &TestApp, thread: &str, forward: bool, size: usize) -
 }
 
 async fn check_every_view(app: &TestApp, thread: &str, expected: &HashSet<String>) {
-    let oldest = offset_pages(app, thread, "OLDEST_FIRST", 200).await;
+    let oldest = app.offset_pages(thread, "OLDEST_FIRST", 200).await;
     let ids = check_order(&oldest);
     assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), *expected, "complete: exactly the saved messages");
 
-    let mut newest = offset_pages(app, thread, "NEWEST_FIRST", 170).await;
+    let mut newest = app.offset_pages(thread, "NEWEST_FIRST", 170).await;
     newest.reverse();
     assert_eq!(check_order(&newest), ids, "newest-first is the exact reverse");
 

@@ -8,7 +8,7 @@
 --       8 thread id, 9 body key prefix (for looking up an idempotent original),
 --       10 '1' to refuse a keyed save on a cold thread
 --
--- Returns {'ok', body}, {'dup', original id, original body or false}, or
+-- Returns {'ok', createdAt}, {'dup', original id, original body or false}, or
 -- {'cold'}: the thread's state is not in Redis (expired or lost), so an
 -- unknown idempotency key may still be known to PostgreSQL; the caller
 -- checks there and calls again with ARGV[10] = '0'.
@@ -70,4 +70,4 @@ end
 redis.call('SET', loc, ARGV[8])
 redis.call('XADD', stream, '*', 'b', string.sub(full, 2))
 redis.call('PUBLISH', ARGV[7], prev .. '|' .. full)
-return {'ok', full}
+return {'ok', ts}

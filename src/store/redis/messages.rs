@@ -10,7 +10,7 @@ use super::{
     wire::{parse_body, Wire},
     RedisFault, RedisTier,
 };
-use crate::domain::{Message, MessageId, NewMessage, OrderKey, ThreadId};
+use crate::domain::{Message, MessageId, NewMessage, OrderKey, ThreadId, Timestamp};
 use crate::store::{Order, PageQuery};
 
 static SAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/save.lua")));
@@ -78,8 +78,16 @@ impl RedisTier {
         let reply: Vec<Value> = self.call("save", |mut c| async move { inv.invoke_async(&mut c).await }).await?;
         match reply.first().and_then(bytes) {
             Some(b"ok") => {
-                let body = reply.get(1).and_then(bytes).and_then(parse_body).ok_or_else(|| protocol("save body"))?;
-                Ok(SaveOutcome::Saved(body))
+                // The script answers with the createdAt it assigned; the rest
+                // of the message is what was sent (no need to parse it back).
+                let created = match reply.get(1) {
+                    Some(Value::Int(us)) => *us,
+                    other => other
+                        .and_then(bytes)
+                        .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
+                        .ok_or_else(|| protocol("save createdAt"))?,
+                };
+                Ok(SaveOutcome::Saved(m.to_message(Timestamp::from_micros(created))))
             }
             Some(b"dup") => {
                 let id = reply

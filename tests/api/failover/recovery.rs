@@ -26,23 +26,6 @@ async fn save_n(app: &TestApp, thread: &str, from: usize, to: usize) -> Vec<Valu
     saved
 }
 
-/// Every offset page in `order`, concatenated.
-async fn offset_pages(app: &TestApp, thread: &str, order: &str) -> Vec<Value> {
-    let q = "query($t: ID!, $o: Int!, $ord: MessageOrder!) { thread(id: $t) { \
-             messages(limit: 200, offset: $o, order: $ord) { id createdAt } } }";
-    let mut out: Vec<Value> = Vec::new();
-    loop {
-        let r = app.gql(q, json!({ "t": thread, "o": out.len(), "ord": order })).await;
-        let page = r["data"]["thread"]["messages"].as_array().cloned();
-        let page = page.unwrap_or_else(|| panic!("page failed: {r}"));
-        let n = page.len();
-        out.extend(page);
-        if n < 200 {
-            return out;
-        }
-    }
-}
-
 /// The whole thread through `messageConnection(first:, after:)`.
 async fn connection_pages(app: &TestApp, thread: &str) -> Vec<Value> {
     let (mut out, mut after) = (Vec::new(), Value::Null);
@@ -79,8 +62,8 @@ async fn restart_with_an_empty_cache_reads_exactly_what_postgres_holds() {
 
     let pg = pg_rows(&app, t);
     assert_eq!(pg.len(), 300);
-    assert_eq!(api_rows(&offset_pages(&app, t, "OLDEST_FIRST").await), pg);
-    let mut newest = api_rows(&offset_pages(&app, t, "NEWEST_FIRST").await);
+    assert_eq!(api_rows(&app.offset_pages(t, "OLDEST_FIRST", 200).await), pg);
+    let mut newest = api_rows(&app.offset_pages(t, "NEWEST_FIRST", 200).await);
     newest.reverse();
     assert_eq!(newest, pg, "NEWEST_FIRST pages");
     assert_eq!(message_count(&app, t).await, json!(300));
@@ -94,7 +77,7 @@ async fn restart_with_an_empty_cache_reads_exactly_what_postgres_holds() {
     assert!(created.windows(2).all(|w| w[0] < w[1]), "{created:?}");
     let mut want = pg.clone();
     want.extend(api_rows(&fresh));
-    assert_eq!(api_rows(&offset_pages(&app, t, "OLDEST_FIRST").await), want);
+    assert_eq!(api_rows(&app.offset_pages(t, "OLDEST_FIRST", 200).await), want);
     assert_eq!(message_count(&app, t).await, json!(320));
     assert_eq!(drain(&mut p, Duration::from_secs(60)).await.entries, 20);
     assert_eq!(pg_rows(&app, t), want);
@@ -205,7 +188,7 @@ async fn persisted_messages_stay_readable_while_redis_is_down() {
     assert!(read.iter().all(|m| m["persisted"] == json!(true)), "{read:?}");
     let cursors: Vec<&Value> = read.iter().map(|m| &m["cursor"]).collect();
     assert_eq!(cursors, saved.iter().map(|m| &m["cursor"]).collect::<Vec<_>>(), "cursors stable");
-    let mut newest = api_rows(&offset_pages(&app, t, "NEWEST_FIRST").await);
+    let mut newest = api_rows(&app.offset_pages(t, "NEWEST_FIRST", 200).await);
     newest.reverse();
     assert_eq!(newest, want);
     assert_eq!(api_rows(&connection_pages(&app, t).await), want);
