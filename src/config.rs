@@ -177,6 +177,10 @@ pub struct PersistSettings {
     /// Entries pending this long on a silent consumer are claimed, milliseconds.
     #[arg(long, env = "PERSIST_CLAIM_IDLE_MS", default_value_t = 30_000)]
     pub persist_claim_idle_ms: u64,
+    /// Most unacknowledged persistence entries (Redis memory) before saves are
+    /// refused with STORAGE_UNAVAILABLE and /readyz says not ready; 0: no bound.
+    #[arg(long, env = "PERSIST_BACKLOG_LIMIT", default_value_t = 200_000)]
+    pub persist_backlog_limit: u64,
     /// Failed attempts after which an entry goes to the dead-letter stream.
     #[arg(long, env = "PERSIST_MAX_ATTEMPTS", default_value_t = 5)]
     pub persist_max_attempts: u32,

@@ -36,8 +36,11 @@ pub enum Error {
     BadInput(ValidationError),
     /// `clientMessageId` reused for a different payload.
     IdempotencyKeyReused,
-    /// No tier can serve the request.
-    StorageUnavailable,
+    /// No tier can serve the request; `maybe_stored` as in [`StoreError::Unavailable`].
+    StorageUnavailable {
+        /// The write may have been applied: retry with the same `clientMessageId`.
+        maybe_stored: bool,
+    },
     /// A bug or an unexpected failure; the string is for logs only.
     Internal(String),
 }
@@ -51,7 +54,7 @@ impl From<ValidationError> for Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable => Error::StorageUnavailable,
+            StoreError::Unavailable { maybe_stored } => Error::StorageUnavailable { maybe_stored },
             StoreError::IdempotencyKeyReused => Error::IdempotencyKeyReused,
             StoreError::Internal(msg) => Error::Internal(msg),
         }
@@ -66,20 +69,32 @@ impl From<async_graphql::Error> for Error {
 
 impl From<Error> for async_graphql::Error {
     fn from(e: Error) -> Self {
+        let maybe_stored = matches!(e, Error::StorageUnavailable { maybe_stored: true });
         let (code, message) = match e {
             Error::BadInput(v) => (code::BAD_USER_INPUT, v.to_string()),
             Error::IdempotencyKeyReused => (
                 code::IDEMPOTENCY_KEY_REUSED,
                 "clientMessageId was already used in this thread for a different message".into(),
             ),
-            Error::StorageUnavailable => {
+            Error::StorageUnavailable { maybe_stored: false } => {
                 (code::STORAGE_UNAVAILABLE, "storage is unavailable; the message was not stored".into())
             }
+            Error::StorageUnavailable { maybe_stored: true } => (
+                code::STORAGE_UNAVAILABLE,
+                "storage is unavailable; the message may have been stored: retry with the same clientMessageId".into(),
+            ),
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 (code::INTERNAL, "internal server error".into())
             }
         };
-        async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code))
+        async_graphql::Error::new(message).extend_with(|_, ext| {
+            ext.set("code", code);
+            // Clients (and the fault harness) tell "certainly not stored"
+            // from "outcome unknown" by this flag.
+            if maybe_stored {
+                ext.set("maybeStored", true);
+            }
+        })
     }
 }

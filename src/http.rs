@@ -115,10 +115,13 @@ async fn metrics() -> impl IntoResponse {
 }
 
 /// Ready when at least one tier can take writes: PostgreSQL alone is enough
-/// (failover), Redis alone is enough (saves queue for persistence).
+/// (failover), Redis alone is enough (saves queue for persistence). Not
+/// ready while the persistence backlog is at its bound (saves are refused).
 async fn readyz(State(state): State<AppState>) -> Response {
     let (redis, pg) = tokio::join!(state.store.redis().ping(), state.store.pg().ping());
-    let body = serde_json::json!({ "redis": redis.is_ok(), "postgres": pg.is_ok() });
-    let status = if redis.is_ok() || pg.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let backpressure = state.store.backpressure().is_active();
+    let body = serde_json::json!({ "redis": redis.is_ok(), "postgres": pg.is_ok(), "backpressure": backpressure });
+    let ready = (redis.is_ok() || pg.is_ok()) && !backpressure;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }

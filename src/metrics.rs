@@ -102,6 +102,7 @@ struct Inner {
     cache_misses: AtomicU64,
     failovers: AtomicU64,
     failover_writes: AtomicU64,
+    probes_max: AtomicU64,
     queue_depth: AtomicU64,
     pending: AtomicU64,
     lag_ms: AtomicU64,
@@ -222,6 +223,15 @@ impl Metrics {
         }
     }
 
+    /// A half-open probe was let through; `in_flight` probes now run.
+    pub fn breaker_probe(&self, in_flight: u32) {
+        metrics::counter!("threadstore_breaker_probes_total").increment(1);
+        let max = self.inner.probes_max.fetch_max(u64::from(in_flight), Ordering::Relaxed).max(u64::from(in_flight));
+        // The high-water mark shows whether a recovering Redis ever got more
+        // than BREAKER_HALF_OPEN_PROBES requests at once.
+        metrics::gauge!("threadstore_breaker_probes_in_flight_max").set(max as f64);
+    }
+
     /// Times the breaker opened.
     pub fn failovers(&self) -> u64 {
         self.inner.failovers.load(Ordering::Relaxed)
@@ -294,6 +304,21 @@ impl Metrics {
     /// An entry moved to the dead-letter stream.
     pub fn dead_lettered(&self) {
         metrics::counter!("threadstore_dead_lettered_total").increment(1);
+    }
+
+    /// Entries claimed from a consumer that went silent.
+    pub fn claimed(&self, entries: usize) {
+        metrics::counter!("threadstore_persist_claimed_total").increment(entries as u64);
+    }
+
+    /// A save refused before storing anything (`reason`: `backlog`).
+    pub fn save_refused(&self, reason: &'static str) {
+        metrics::counter!("threadstore_saves_refused_total", "reason" => reason).increment(1);
+    }
+
+    /// Backpressure switched on (1) or off (0).
+    pub fn backpressure(&self, on: bool) {
+        metrics::gauge!("threadstore_backpressure").set(if on { 1.0 } else { 0.0 });
     }
 
     /// A subscription started (+1) or ended (-1).

@@ -59,6 +59,7 @@ impl Application {
             cache_ttl_s: r.cache_ttl().as_secs(),
             idempotency_ttl_s: r.idempotency_ttl().as_secs(),
             window: r.thread_window.max(1),
+            backlog_limit: settings.persist.persist_backlog_limit,
         };
         let store = MessageStore::new(redis.clone(), pg, breaker, events.clone(), config, metrics.clone());
         if !r.force_failover {
@@ -78,7 +79,7 @@ impl Application {
         );
 
         tracker.spawn(events.run(redis.client().clone(), redis.timeout(), stop.clone()));
-        tracker.spawn(persister::stats_loop(redis.clone(), metrics.clone(), stop.clone()));
+        tracker.spawn(persister::stats_loop(store.clone(), stop.clone()));
         let app = Self { listener, router, store, metrics, settings, stop, tracker };
         if app.settings.persist.persister_enabled {
             let persister = app.persister(app.consumer_name()?);

@@ -16,6 +16,7 @@
 //!   While Redis is out, PostgreSQL alone answers: unpersisted messages
 //!   stranded in Redis are invisible until it returns (README, guarantees).
 
+pub mod backpressure;
 pub mod breaker;
 pub mod persister;
 pub mod postgres;
@@ -30,8 +31,9 @@ use std::sync::Arc;
 use crate::domain::{Message, NewMessage, OrderKey};
 use crate::events::Events;
 use crate::metrics::Metrics;
+use backpressure::Backpressure;
 use breaker::{Breaker, Route};
-use postgres::{FailoverOutcome, PgTier};
+use postgres::{FailoverOutcome, PgFault, PgTier};
 use redis::{messages::SaveOutcome, RedisTier};
 
 /// Sort direction.
@@ -74,9 +76,15 @@ pub enum PageQuery {
 /// Storage failures as the API sees them.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// Neither tier can serve; nothing was stored.
+    /// Neither tier can serve. `maybe_stored`: a tier may have applied the
+    /// write before failing (a Redis timeout or cut connection, a COMMIT
+    /// whose answer was lost), so the client should retry with the same
+    /// `clientMessageId`; false means nothing was stored.
     #[error("storage unavailable")]
-    Unavailable,
+    Unavailable {
+        /// Whether the write may have been applied after all.
+        maybe_stored: bool,
+    },
     /// Idempotency key reused with another payload.
     #[error("idempotency key reused")]
     IdempotencyKeyReused,
@@ -94,6 +102,13 @@ pub struct StoreConfig {
     pub idempotency_ttl_s: u64,
     /// Thread index window.
     pub window: u32,
+    /// Most unacknowledged persistence entries before saves are refused (0: no bound).
+    pub backlog_limit: u64,
+}
+
+impl StoreError {
+    /// Unavailable, and certainly not stored.
+    pub const UNAVAILABLE: StoreError = StoreError::Unavailable { maybe_stored: false };
 }
 
 /// The storage facade. Cheap to clone.
@@ -107,6 +122,8 @@ pub struct MessageStore {
     metrics: Metrics,
     /// Whether PostgreSQL may hold failover writes Redis has not seen.
     reconcile: Arc<reconcile::ReconcileState>,
+    /// Whether the persistence backlog is at its bound.
+    backpressure: Arc<Backpressure>,
 }
 
 impl MessageStore {
@@ -119,7 +136,13 @@ impl MessageStore {
         config: StoreConfig,
         metrics: Metrics,
     ) -> Self {
-        Self { redis, pg, breaker, events, config, metrics, reconcile: Arc::default() }
+        let backpressure = Arc::new(Backpressure::new(config.backlog_limit, metrics.clone()));
+        Self { redis, pg, breaker, events, config, metrics, reconcile: Arc::default(), backpressure }
+    }
+
+    /// The backlog bound's state (readiness, the queue sampler).
+    pub fn backpressure(&self) -> &Arc<Backpressure> {
+        &self.backpressure
     }
 
     /// The Redis tier (persister, readiness).
@@ -132,6 +155,11 @@ impl MessageStore {
         &self.pg
     }
 
+    /// The per-instance metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The breaker.
     pub fn breaker(&self) -> &Breaker {
         &self.breaker
@@ -140,25 +168,45 @@ impl MessageStore {
     /// Where the next Redis call goes. Any Redis call first brings Redis up
     /// to date with failover writes (see [`reconcile`]), so a message written
     /// to PostgreSQL can't be missed, duplicated or reordered once Redis is back.
+    ///
+    /// A half-open probe is a `PING` made here, not the caller's operation:
+    /// the caller uses Redis only once the breaker has closed (see [`breaker`]).
     async fn route(&self) -> Route {
-        let route = self.breaker.route();
+        let mut route = self.breaker.route();
+        if route == Route::Probe {
+            let ok = self.redis.ping().await.is_ok();
+            self.breaker.record(Route::Probe, ok);
+            route = self.breaker.peek_route();
+        }
         self.reconcile_before(route).await
     }
 
     /// Saves a message (see the module docs for the tiers).
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %new.thread_id, message_id = %new.id))]
     pub async fn save(&self, new: NewMessage) -> Result<Message, StoreError> {
-        let route = self.route().await;
+        let mut route = self.route().await;
+        if route == Route::Fallback {
+            let gate = self.reconcile.failover_gate().await;
+            if !self.breaker.is_closed() {
+                return self.save_failover(new, false).await;
+            }
+            // Redis came back while this request waited at the gate: a
+            // failover write now would race Redis saves on the same thread.
+            drop(gate);
+            route = self.route().await;
+        }
+        // Whether Redis may have applied this save although the call failed.
+        let mut maybe_in_redis = false;
         if route != Route::Fallback {
-            let c = self.config;
-            let mut outcome = self.redis.save(&new, true, c.idempotency_ttl_s, c.window, c.cache_ttl_s).await;
+            let c = &self.config;
+            let mut outcome = self.redis.save(&new, true, c).await;
             if let Ok(SaveOutcome::Cold) = outcome {
                 if let Some(found) = self.known_key(&new).await {
                     // Redis answered; this request ends here.
                     self.breaker.record(route, true);
                     return same_or_conflict(&new, found);
                 }
-                outcome = self.redis.save(&new, false, c.idempotency_ttl_s, c.window, c.cache_ttl_s).await;
+                outcome = self.redis.save(&new, false, c).await;
             }
             match outcome {
                 Ok(SaveOutcome::Saved(m)) => {
@@ -170,11 +218,19 @@ impl MessageStore {
                     self.breaker.record(route, true);
                     return Err(StoreError::Internal("save script answered cold twice".into()));
                 }
+                Ok(SaveOutcome::BacklogFull) => {
+                    // Not a Redis fault, and no failover either: the backlog
+                    // means PostgreSQL is down or behind, so fail fast.
+                    self.breaker.record(route, true);
+                    self.backpressure.refused();
+                    return Err(StoreError::UNAVAILABLE);
+                }
                 Ok(SaveOutcome::Duplicate(id, cached)) => {
                     self.breaker.record(route, true);
                     let original = match cached {
                         Some(m) => Some(m),
-                        None => self.pg.by_ids(&[id]).await.map_err(|_| StoreError::Unavailable)?.into_iter().next(),
+                        // The original is stored either way: a retry finds it.
+                        None => self.pg.by_ids(&[id]).await.map_err(|_| StoreError::UNAVAILABLE)?.into_iter().next(),
                     };
                     let original =
                         original.ok_or_else(|| StoreError::Internal(format!("idempotent original {id} not found")))?;
@@ -187,10 +243,12 @@ impl MessageStore {
                     // idempotent insert keeps one.
                     tracing::warn!(%fault, "redis save failed; writing to postgres");
                     self.breaker.record(route, false);
+                    maybe_in_redis = fault.maybe_applied();
                 }
             }
         }
-        self.save_failover(new).await
+        let _gate = self.reconcile.failover_gate().await;
+        self.save_failover(new, maybe_in_redis).await
     }
 
     /// A keyed save on a cold thread: PostgreSQL may know the key (its
@@ -216,10 +274,10 @@ impl MessageStore {
         }
     }
 
-    async fn save_failover(&self, new: NewMessage) -> Result<Message, StoreError> {
+    /// Writes to PostgreSQL; the caller holds the failover gate.
+    async fn save_failover(&self, new: NewMessage, maybe_in_redis: bool) -> Result<Message, StoreError> {
         match self.pg.save(&new).await {
             Ok(FailoverOutcome::Saved(m)) => {
-                self.reconcile.failover_write();
                 self.metrics.failover_write();
                 self.metrics.save();
                 self.events.publish_local(&m);
@@ -228,7 +286,8 @@ impl MessageStore {
             Ok(FailoverOutcome::Existing(m)) => same_or_conflict(&new, m),
             Err(fault) => {
                 tracing::error!(%fault, "failover save failed: neither tier can take the write");
-                Err(StoreError::Unavailable)
+                let maybe_stored = maybe_in_redis || matches!(fault, PgFault::CommitUnknown(_));
+                Err(StoreError::Unavailable { maybe_stored })
             }
         }
     }

@@ -5,8 +5,11 @@
 //! Open: every save goes straight to PostgreSQL and every read is served by
 //! PostgreSQL, so a sick Redis costs one fast failure, not one timeout per
 //! request. After the cool-down it half-opens: at most `probes` requests at a
-//! time try Redis (no stampede on a recovering server); that many successes
-//! close it, one failure re-opens it.
+//! time probe Redis (no stampede on a recovering server); that many successes
+//! close it, one failure re-opens it. A probe is a `PING` made on behalf of
+//! the request (see `MessageStore::route`), never the request's own write:
+//! while half-open every save still goes to PostgreSQL, so one thread never
+//! takes writes from both tiers (two clocks) at the same time.
 
 use std::{
     sync::Mutex,
@@ -91,6 +94,20 @@ impl Breaker {
         matches!(self.state(), State::Open { .. })
     }
 
+    /// Whether Redis takes all calls.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state(), State::Closed { .. })
+    }
+
+    /// Where a call goes without taking a probe slot: Redis only when closed.
+    pub fn peek_route(&self) -> Route {
+        if !self.forced_open && self.is_closed() {
+            Route::Redis
+        } else {
+            Route::Fallback
+        }
+    }
+
     /// Decides where the next call goes.
     pub fn route(&self) -> Route {
         if self.forced_open {
@@ -104,6 +121,7 @@ impl Breaker {
             State::Open { until } if Instant::now() >= until => {
                 *s = State::HalfOpen { in_flight: 1, successes: 0, granted: Instant::now() };
                 self.transition("half_open", 1, false);
+                self.metrics.breaker_probe(1);
                 Route::Probe
             }
             State::Open { .. } => Route::Fallback,
@@ -115,6 +133,7 @@ impl Breaker {
                 // stall for good.
                 let in_flight = if in_flight < self.probes { in_flight + 1 } else { 1 };
                 *s = State::HalfOpen { in_flight, successes, granted: Instant::now() };
+                self.metrics.breaker_probe(in_flight);
                 Route::Probe
             }
             State::HalfOpen { .. } => Route::Fallback,

@@ -26,6 +26,7 @@ use bb8_redis::redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::postgres::PgTier;
+use super::MessageStore;
 use super::redis::{stream::Entry, RedisFault, RedisTier};
 use crate::config::PersistSettings;
 use crate::domain::MessageId;
@@ -157,6 +158,9 @@ impl Persister {
         let count = entries.len();
         match self.persist(entries).await {
             Ok(inserted) => {
+                // The fault suite crashes the process here: committed, not
+                // yet acknowledged, so the batch is delivered again.
+                fail::fail_point!("persister-after-commit", |_| std::process::abort());
                 if !self.flush_acks().await {
                     return PersistOutcome::RetryLater;
                 }
@@ -196,6 +200,7 @@ impl Persister {
             }
             if !claimed.is_empty() {
                 tracing::info!(entries = claimed.len(), "claimed entries a silent consumer left pending");
+                self.metrics.claimed(claimed.len());
                 return Ok(claimed);
             }
         }
@@ -203,11 +208,14 @@ impl Persister {
     }
 }
 
-/// Polls queue depth, pending count and lag into metrics once a second.
-pub async fn stats_loop(redis: RedisTier, metrics: Metrics, stop: CancellationToken) {
+/// Polls queue depth, pending count and lag into metrics once a second, and
+/// lets backpressure follow the depth.
+pub async fn stats_loop(store: MessageStore, stop: CancellationToken) {
+    let metrics = store.metrics().clone();
     loop {
-        if let Ok(s) = redis.stream_stats().await {
+        if let Ok(s) = store.redis().stream_stats().await {
             metrics.queue(s.depth, s.pending, s.lag_ms, s.dead_letters);
+            store.backpressure().observe(s.depth);
         }
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -28,6 +28,10 @@ pub enum PgFault {
     /// The data itself was refused (bad row): retrying the same row fails again.
     #[error("postgres rejected the data: {0}")]
     Rejected(String),
+    /// `COMMIT` was sent but its answer never came (connection cut, timeout):
+    /// the transaction may or may not have committed.
+    #[error("postgres commit outcome unknown: {0}")]
+    CommitUnknown(String),
 }
 
 impl From<tokio_postgres::Error> for PgFault {

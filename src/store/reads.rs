@@ -66,7 +66,7 @@ impl MessageStore {
                 Err(_) => self.breaker.record(route, false),
             }
         }
-        let rows = self.pg.page(thread, &q).await.map_err(|_| StoreError::Unavailable)?;
+        let rows = self.pg.page(thread, &q).await.map_err(|_| StoreError::UNAVAILABLE)?;
         Ok(Page::Messages(rows))
     }
 
@@ -97,7 +97,7 @@ impl MessageStore {
             }
             other => other,
         };
-        let rows = self.pg.page(thread, &pg_query).await.map_err(|_| StoreError::Unavailable)?;
+        let rows = self.pg.page(thread, &pg_query).await.map_err(|_| StoreError::UNAVAILABLE)?;
         let page = if unpersisted.is_empty() { rows } else { merge(&q, rows, unpersisted.clone()) };
         if let Err(e) = self.prime(thread, unpersisted, gen).await {
             tracing::debug!(error = %e, "could not prime thread index");
@@ -110,7 +110,7 @@ impl MessageStore {
     async fn prime(&self, thread: &ThreadId, unpersisted: Vec<Message>, gen: i64) -> Result<u64, StoreError> {
         let unp_ids: Vec<MessageId> = unpersisted.iter().map(|m| m.id).collect();
         let (pg_count, mut head, held) =
-            self.pg.head(thread, self.config.window, &unp_ids).await.map_err(|_| StoreError::Unavailable)?;
+            self.pg.head(thread, self.config.window, &unp_ids).await.map_err(|_| StoreError::UNAVAILABLE)?;
         let in_pg: HashSet<MessageId> = held.into_iter().collect();
         let count = pg_count + unpersisted.iter().filter(|m| !in_pg.contains(&m.id)).count() as u64;
         head.extend(unpersisted.iter().filter(|m| !in_pg.contains(&m.id)).map(Message::order_key));
@@ -145,7 +145,7 @@ impl MessageStore {
                 Err(_) => self.breaker.record(route, false),
             }
         }
-        let (n, _, _) = self.pg.head(thread, 0, &[]).await.map_err(|_| StoreError::Unavailable)?;
+        let (n, _, _) = self.pg.head(thread, 0, &[]).await.map_err(|_| StoreError::UNAVAILABLE)?;
         Ok(n)
     }
 
@@ -176,7 +176,7 @@ impl MessageStore {
         if misses.is_empty() {
             return Ok(found);
         }
-        let rows = self.pg.by_ids(&misses).await.map_err(|_| StoreError::Unavailable)?;
+        let rows = self.pg.by_ids(&misses).await.map_err(|_| StoreError::UNAVAILABLE)?;
         if route != Route::Fallback {
             if let Err(e) = self.redis.cache_bodies(&rows, self.config.cache_ttl_s).await {
                 tracing::debug!(error = %e, "could not repopulate cache");
@@ -193,7 +193,7 @@ impl MessageStore {
                 return Ok(self.load(&[(thread, id)]).await?.remove(&id));
             }
         }
-        let rows = self.pg.by_ids(&[id]).await.map_err(|_| StoreError::Unavailable)?;
+        let rows = self.pg.by_ids(&[id]).await.map_err(|_| StoreError::UNAVAILABLE)?;
         Ok(rows.into_iter().next())
     }
 }

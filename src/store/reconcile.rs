@@ -4,6 +4,12 @@
 //! createdAt raised (order stays total) and the index marked cold (reads
 //! rebuild it including those messages). Rows carry `needs_reconcile` in
 //! PostgreSQL, so this survives a crash of the instance that failed over.
+//!
+//! The hand-back is exclusive: failover writes hold a shared gate while they
+//! run, a reconcile holds it exclusively. So a reconcile sees every failover
+//! write that started before it (none is still uncommitted), and Redis takes
+//! no save while a failover write of this instance is in flight, which would
+//! interleave two clocks in one thread.
 
 use std::{
     sync::{
@@ -12,6 +18,8 @@ use std::{
     },
     time::{Duration, Instant},
 };
+
+use tokio::sync::{RwLock, RwLockReadGuard};
 
 use super::{breaker::Route, MessageStore};
 
@@ -37,6 +45,8 @@ pub struct ReconcileState {
     last_attempt: Mutex<Option<Instant>>,
     /// The last attempt failed on PostgreSQL (Redis itself is fine).
     postgres_failed: AtomicBool,
+    /// Shared by failover writes in flight, exclusive for a reconcile.
+    gate: RwLock<()>,
 }
 
 impl Default for ReconcileState {
@@ -48,14 +58,19 @@ impl Default for ReconcileState {
             running: AtomicBool::new(false),
             postgres_failed: AtomicBool::new(false),
             last_attempt: Mutex::new(None),
+            gate: RwLock::new(()),
         }
     }
 }
 
 impl ReconcileState {
-    /// A failover write committed.
-    pub fn failover_write(&self) {
+    /// A failover write is about to start: hold the guard until it is
+    /// done. Counted now, not after COMMIT, so that a request routed to
+    /// Redis meanwhile waits for it and reconciles it first.
+    pub async fn failover_gate(&self) -> RwLockReadGuard<'_, ()> {
+        let guard = self.gate.read().await;
         self.written.fetch_add(1, Ordering::AcqRel);
+        guard
     }
 
     fn needed(&self) -> bool {
@@ -90,6 +105,11 @@ impl MessageStore {
     pub(super) async fn reconcile_before(&self, route: Route) -> Route {
         if route == Route::Fallback || !self.reconcile.needed() {
             return route;
+        }
+        // Waits for failover writes in flight; new ones wait for this.
+        let _exclusive = self.reconcile.gate.write().await;
+        if !self.reconcile.needed() {
+            return route; // reconciled while this request waited
         }
         if !self.reconcile.begin() {
             // Someone else is reconciling, or the last attempt just failed.

@@ -55,6 +55,13 @@ impl RedisFault {
         }
     }
 
+    /// Whether a write that failed this way may still have been applied:
+    /// the command may have reached Redis before the timeout or the cut.
+    /// An error reply (`OOM`, ...) means the script did not run.
+    pub fn maybe_applied(&self) -> bool {
+        matches!(self, RedisFault::Timeout | RedisFault::Connection(_))
+    }
+
     /// Whether the reply says the consumer group or stream is gone (Redis
     /// restarted empty): the persister recreates it.
     pub fn is_nogroup(&self) -> bool {

@@ -2,6 +2,7 @@
 //! `redis-server` and `postgres` processes started by [`support`].
 
 mod helpers;
+#[path = "../support/mod.rs"]
 mod support;
 
 mod bad_input;

@@ -6,10 +6,11 @@
 -- ARGV: 1 message id, 2 body JSON without "c", 3 has idempotency key,
 --       4 idempotency TTL s, 5 index window, 6 cache TTL s, 7 pub/sub channel,
 --       8 thread id, 9 body key prefix (for looking up an idempotent original),
---       10 '1' to refuse a keyed save on a cold thread
+--       10 '1' to refuse a keyed save on a cold thread,
+--       11 backlog bound: refuse when the stream holds this many entries (0: none)
 --
--- Returns {'ok', createdAt}, {'dup', original id, original body or false}, or
--- {'cold'}: the thread's state is not in Redis (expired or lost), so an
+-- Returns {'ok', createdAt}, {'dup', original id, original body or false},
+-- {'full'} (backlog at its bound: nothing stored), or {'cold'}: the thread's state is not in Redis (expired or lost), so an
 -- unknown idempotency key may still be known to PostgreSQL; the caller
 -- checks there and calls again with ARGV[10] = '0'.
 -- A body is '0' (not yet persisted) or '1' (persisted) followed by JSON.
@@ -25,6 +26,14 @@ if has_key then
   if ARGV[10] == '1' and redis.call('EXISTS', meta) == 0 then
     return {'cold'}
   end
+end
+
+-- Backpressure: checked after the idempotency lookup, so a retry of a saved
+-- message still gets its original. XLEN counts entries not yet acknowledged
+-- (acknowledged ones are deleted).
+local bound = tonumber(ARGV[11])
+if bound > 0 and redis.call('XLEN', stream) >= bound then
+  return {'full'}
 end
 
 -- createdAt: Redis TIME, forced strictly above the thread's previous value so

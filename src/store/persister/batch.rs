@@ -124,13 +124,13 @@ impl Persister {
                         orphans.iter().cloned().map(|m| Message { client_message_id: None, ..m }).collect();
                     match self.pg.insert_batch(&keyless).await {
                         Ok(_) => {}
-                        Err(PgFault::Unavailable(_)) => return Insert::Unavailable,
+                        Err(PgFault::Unavailable(_) | PgFault::CommitUnknown(_)) => return Insert::Unavailable,
                         Err(PgFault::Rejected(e)) => return Insert::Rejected(e),
                     }
                 }
                 Insert::Committed(new.len() as u64, orphans, stale)
             }
-            Err(PgFault::Unavailable(e)) => {
+            Err(PgFault::Unavailable(e) | PgFault::CommitUnknown(e)) => {
                 tracing::warn!(error = %e, "postgres unavailable; batch kept for retry");
                 Insert::Unavailable
             }

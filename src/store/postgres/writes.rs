@@ -1,6 +1,8 @@
 //! Writes: the persister's batch insert, the failover save, and the
 //! bookkeeping of failover writes Redis has yet to see.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bb8_postgres::tokio_postgres;
 use time::OffsetDateTime;
 use tokio_postgres::types::Type;
@@ -53,7 +55,10 @@ impl PgTier {
         let id = m.id.as_uuid();
         let key = m.client_message_id.as_ref().map(|k| k.as_str());
         let meta = m.metadata.as_ref().map(|v| v.as_value());
-        self.with_client("failover_save", async |c| {
+        // Set once COMMIT is on its way: a failure after that point (a cut
+        // connection, the call timeout) leaves the outcome unknown.
+        let commit_sent = AtomicBool::new(false);
+        let result = self.with_client("failover_save", async |c| {
             let tx = c.transaction().await?;
             tx.query_typed(
                 "INSERT INTO threads (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id",
@@ -93,10 +98,15 @@ impl PgTier {
                 )
                 .await?;
             let msg = inserted.first().map(row_to_message).transpose()?;
+            commit_sent.store(true, Ordering::SeqCst);
             tx.commit().await?;
             msg.map(FailoverOutcome::Saved).ok_or_else(|| PgFault::Unavailable("insert returned nothing".into()))
         })
-        .await
+        .await;
+        match result {
+            Err(PgFault::Unavailable(e)) if commit_sent.load(Ordering::SeqCst) => Err(PgFault::CommitUnknown(e)),
+            other => other,
+        }
     }
 
     /// Threads with failover writes Redis has not seen: (thread, newest

@@ -11,7 +11,7 @@ use super::{
     RedisFault, RedisTier,
 };
 use crate::domain::{Message, MessageId, NewMessage, OrderKey, ThreadId, Timestamp};
-use crate::store::{Order, PageQuery};
+use crate::store::{Order, PageQuery, StoreConfig};
 
 static SAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/save.lua")));
 static READ: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/read_index.lua")));
@@ -26,6 +26,8 @@ pub enum SaveOutcome {
     /// Keyed save on a thread Redis knows nothing about: PostgreSQL may
     /// hold the key; check there, then save with `check_cold` false.
     Cold,
+    /// The persistence backlog is at its bound: nothing stored.
+    BacklogFull,
 }
 
 fn protocol(what: &str) -> RedisFault {
@@ -47,9 +49,7 @@ impl RedisTier {
         &self,
         m: &NewMessage,
         check_cold: bool,
-        idem_ttl_s: u64,
-        window: u32,
-        cache_ttl_s: u64,
+        c: &StoreConfig,
     ) -> Result<SaveOutcome, RedisFault> {
         let t = m.thread_id.as_str();
         let json = serde_json::to_string(&Wire::from_new(m)).map_err(|e| protocol(&e.to_string()))?;
@@ -68,13 +68,14 @@ impl RedisTier {
             .arg(m.id.to_string())
             .arg(json)
             .arg(if m.client_message_id.is_some() { "1" } else { "0" })
-            .arg(idem_ttl_s)
-            .arg(window)
-            .arg(cache_ttl_s)
+            .arg(c.idempotency_ttl_s)
+            .arg(c.window)
+            .arg(c.cache_ttl_s)
             .arg(keys::channel(t))
             .arg(t)
             .arg(keys::body_prefix(t))
-            .arg(if check_cold { "1" } else { "0" });
+            .arg(if check_cold { "1" } else { "0" })
+            .arg(c.backlog_limit);
         let reply: Vec<Value> = self.call("save", |mut c| async move { inv.invoke_async(&mut c).await }).await?;
         match reply.first().and_then(bytes) {
             Some(b"ok") => {
@@ -99,6 +100,7 @@ impl RedisTier {
                 Ok(SaveOutcome::Duplicate(id, reply.get(2).and_then(bytes).and_then(parse_body)))
             }
             Some(b"cold") => Ok(SaveOutcome::Cold),
+            Some(b"full") => Ok(SaveOutcome::BacklogFull),
             _ => Err(protocol("save reply")),
         }
     }

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::proxy_conn::{accept_loop, Counters, Faults};
+use super::proxy_conn::{accept_loop, Counters, CutOn, Faults};
 
 /// A fault-injecting TCP proxy listening on a free 127.0.0.1 port.
 /// Dropping it stops accepting and resets all its connections.
@@ -98,6 +98,19 @@ impl ChaosProxy {
             f.cut_after = n;
             f.cut_gen += 1;
         });
+    }
+
+    /// The next `times` client chunks containing `pattern` are forwarded and
+    /// then their connection is closed at once: the server runs the request
+    /// (e.g. `COMMIT`), the client never learns its outcome.
+    pub fn cut_after_match(&self, pattern: &[u8], times: u64) {
+        let cut = CutOn { pattern: pattern.to_vec(), remaining: times.into(), done: 0.into() };
+        self.faults.send_modify(|f| f.cut_on = Some(Arc::new(cut)));
+    }
+
+    /// Cuts made by [`ChaosProxy::cut_after_match`] since it was last set.
+    pub fn match_cuts(&self) -> u64 {
+        self.faults.borrow().cut_on.as_ref().map_or(0, |c| c.done.load(Ordering::SeqCst))
     }
 
     /// Clears every fault (latency, blackhole, refuse, cut); open connections stay open.

@@ -1,4 +1,4 @@
-//! Test-support fixtures for the `api` integration tests.
+//! Test-support fixtures shared by the `api` and `faults` test binaries.
 //!
 //! The service is tested against *real* infrastructure rather than mocks, because
 //! the behaviour under test (Redis-first writes, PostgreSQL durability, recovery

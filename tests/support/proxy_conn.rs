@@ -26,6 +26,32 @@ pub struct Faults {
     pub cut_gen: u64,
     /// Bumped by `reset_all`; connections started under an older value reset.
     pub reset_gen: u64,
+    /// Cut a connection right after forwarding a client chunk that contains
+    /// this pattern (e.g. `COMMIT`), a limited number of times.
+    pub cut_on: Option<Arc<CutOn>>,
+}
+
+/// A pattern-triggered cut: the request reaches the server, its answer never
+/// reaches the client (the outcome is unknown to it).
+#[derive(Debug)]
+pub struct CutOn {
+    pub pattern: Vec<u8>,
+    /// Cuts left.
+    pub remaining: AtomicU64,
+    /// Cuts made.
+    pub done: AtomicU64,
+}
+
+impl CutOn {
+    /// Whether `chunk` triggers a cut (and takes one from the budget).
+    fn fires(&self, chunk: &[u8]) -> bool {
+        let hit = !self.pattern.is_empty() && chunk.windows(self.pattern.len()).any(|w| w == self.pattern);
+        if hit && self.remaining.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            self.done.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
 }
 
 /// Connection and byte counters shared with the proxy handle.
@@ -157,6 +183,9 @@ async fn pump(
                 len = n.min(left);
                 budget = Some(left - len);
                 cut = left == len;
+            }
+            if f.cut_on.as_ref().is_some_and(|c| c.fires(&buf[..n])) {
+                (len, cut) = (n, true);
             }
         }
         if len > 0 {
