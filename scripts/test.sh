@@ -8,4 +8,6 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_packages
-cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
+# `failpoints` compiles the crash points the fault suite (tests/faults) uses;
+# the suite ignores libtest flags and takes `--soak N` / `--seed S` itself.
+cargo test --all-targets --features failpoints -- --test-threads="${TEST_THREADS:-4}"

@@ -26,8 +26,8 @@ use bb8_redis::redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::postgres::PgTier;
-use super::MessageStore;
 use super::redis::{stream::Entry, RedisFault, RedisTier};
+use super::MessageStore;
 use crate::config::PersistSettings;
 use crate::domain::MessageId;
 use crate::metrics::Metrics;

@@ -51,6 +51,8 @@ pub struct QueueCheck {
     pub attempted: usize,
     pub acked: usize,
     pub failed: usize,
+    /// `fail` with STORAGE_UNAVAILABLE (the rest of `failed` is bad input on purpose).
+    pub refused: usize,
     pub info: usize,
     pub lost: usize,
     pub duplicated: usize,
@@ -98,6 +100,7 @@ pub fn check_queue(history: &[Op], stored: &Stored) -> QueueCheck {
             }
             Kind::Fail => {
                 c.failed += 1;
+                c.refused += usize::from(op.error.as_deref() == Some("STORAGE_UNAVAILABLE"));
                 if stored_ids.is_some() {
                     c.failed_but_stored += 1;
                     c.examples.push(format!("failed yet stored: {} ({:?})", op.token, op.error));
@@ -178,20 +181,23 @@ pub fn check_reads(reads: &[Read], stored: &Stored) -> ReadCheck {
             }
         }
         // Every later read (started after this one ended) whose range
-        // covers a message this one saw must show it too.
+        // covers a message this one saw must show it too. Counted once per
+        // (read, message).
+        let seen: Vec<HashSet<&str>> = reads.iter().map(|r| r.ids.iter().map(String::as_str).collect()).collect();
         for (i, earlier) in reads.iter().enumerate() {
-            for (j, later) in reads.iter().enumerate().skip(i + 1) {
-                if later.started <= earlier.ended {
-                    continue;
-                }
-                let Some(Some(lo)) = placed[j].first() else { continue };
-                let seen: HashSet<&str> = later.ids.iter().map(String::as_str).collect();
-                c.stale += placed[i]
-                    .iter()
-                    .zip(&earlier.ids)
-                    .filter(|(p, id)| matches!(p, Some(p) if p >= lo) && !seen.contains(id.as_str()))
-                    .count();
-            }
+            let later: Vec<usize> = (i + 1..reads.len())
+                .filter(|&j| reads[j].started > earlier.ended && !reads[j].ids.is_empty())
+                .collect();
+            c.stale += placed[i]
+                .iter()
+                .zip(&earlier.ids)
+                .filter(|(p, id)| {
+                    let Some(p) = p else { return false };
+                    later.iter().any(|&j| {
+                        matches!(placed[j].first(), Some(Some(lo)) if p >= lo) && !seen[j].contains(id.as_str())
+                    })
+                })
+                .count();
         }
     }
     c

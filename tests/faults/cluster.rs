@@ -40,9 +40,10 @@ impl Cluster {
     /// [`Cluster::add_service`]). `dir` receives the logs and the history.
     pub async fn start(layout: Layout, dir: &Path) -> anyhow::Result<Cluster> {
         let redis_args = layout.redis_args.clone();
-        let (redis, pg) = tokio::task::spawn_blocking(move || (RedisServer::start_with(&redis_args), PostgresServer::start()))
-            .await
-            .context("starting redis and postgres")?;
+        let (redis, pg) =
+            tokio::task::spawn_blocking(move || (RedisServer::start_with(&redis_args), PostgresServer::start()))
+                .await
+                .context("starting redis and postgres")?;
         let db_url = {
             let pg = &pg;
             tokio::task::block_in_place(|| pg.create_database())

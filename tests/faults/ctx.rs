@@ -31,6 +31,7 @@ pub struct Ctx {
     reads: Vec<workload::Read>,
     subscribers: Vec<Subscriber>,
     harness_n: u64,
+    load_generation: u32,
 }
 
 /// What a scenario found.
@@ -51,7 +52,7 @@ impl Report {
     pub fn counts(&self) -> String {
         let (q, r, s) = (&self.queue, &self.reads, &self.subs);
         format!(
-            "acked={} lost={} duplicated={} unexpected={} recovered={} failed={} failed_but_stored={} wrong_id={} \
+            "acked={} lost={} duplicated={} unexpected={} recovered={} failed={} refused={} failed_but_stored={} wrong_id={} \
              info={} faults={} reads={} stale={} gaps={} vanished={} reordered={} subscribers={} delivered={} \
              sub_missing={} sub_dup={} sub_order={} reconnects={}",
             q.acked,
@@ -60,6 +61,7 @@ impl Report {
             q.unexpected,
             q.recovered,
             q.failed,
+            q.refused,
             q.failed_but_stored,
             q.wrong_id,
             q.info,
@@ -107,6 +109,7 @@ impl Ctx {
             reads: Vec::new(),
             subscribers: Vec::new(),
             harness_n: 0,
+            load_generation: 0,
         };
         for t in ctx.threads.clone() {
             ctx.harness_save(0, &t).await.with_context(|| format!("seeding {t}"))?;
@@ -166,7 +169,8 @@ impl Ctx {
 
     /// Starts writers and readers.
     pub fn start_load(&mut self, cfg: LoadConfig) {
-        let load = Load::start(cfg, self.cluster.addrs(), self.history.clone(), self.seed);
+        self.load_generation += 1;
+        let load = Load::start(cfg, self.cluster.addrs(), self.history.clone(), self.seed, self.load_generation);
         self.load = Some(load);
     }
 
@@ -274,7 +278,8 @@ impl Ctx {
     pub async fn finish(mut self) -> anyhow::Result<Report> {
         self.stop_load().await;
         self.cluster.drain(Duration::from_secs(60)).await?;
-        let live: Vec<usize> = (0..self.cluster.services.len()).filter(|&i| !self.cluster.services[i].exited()).collect();
+        let live: Vec<usize> =
+            (0..self.cluster.services.len()).filter(|&i| !self.cluster.services[i].exited()).collect();
         for t in self.threads.clone() {
             for &s in &live {
                 self.harness_save(s, &t).await.with_context(|| format!("closing message on {t}"))?;

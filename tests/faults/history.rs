@@ -60,7 +60,15 @@ impl History {
     }
 
     /// Appends one entry.
-    pub fn record(&self, client: u32, kind: Kind, token: &str, thread: &str, id: Option<String>, error: Option<String>) {
+    pub fn record(
+        &self,
+        client: u32,
+        kind: Kind,
+        token: &str,
+        thread: &str,
+        id: Option<String>,
+        error: Option<String>,
+    ) {
         let op = Op {
             t: self.started.elapsed().as_millis() as u64,
             client,

@@ -42,8 +42,7 @@ impl Subscriber {
     pub async fn start(targets: Vec<SocketAddr>, first: usize, thread: &str) -> anyhow::Result<Subscriber> {
         let http = crate::workload::http_client();
         let body = json!({ "query": NEWEST, "variables": { "t": thread } });
-        let r: Value =
-            http.post(format!("http://{}/graphql", targets[first])).json(&body).send().await?.json().await?;
+        let r: Value = http.post(format!("http://{}/graphql", targets[first])).json(&body).send().await?.json().await?;
         let newest = r.pointer("/data/thread/messages/0").with_context(|| format!("no newest message: {r}"))?;
         let start_id = newest["id"].as_str().context("id")?.to_owned();
         let cursor = newest["cursor"].as_str().context("cursor")?.to_owned();

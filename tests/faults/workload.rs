@@ -19,17 +19,12 @@ use tokio_util::sync::CancellationToken;
 use crate::history::{History, Kind};
 
 const SAVE: &str = "mutation($input: MessageCreate!) { saveMessage(input: $input) { id } }";
-const NEWEST: &str =
-    "query($t: ID!) { thread(id: $t) { messages(limit: 50, order: NEWEST_FIRST) { id } } }";
+const NEWEST: &str = "query($t: ID!) { thread(id: $t) { messages(limit: 50, order: NEWEST_FIRST) { id } } }";
 
 /// An HTTP client with a bound on every request: a hung service becomes an
 /// `info` entry, never a hung suite.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(8))
-        .pool_max_idle_per_host(4)
-        .build()
-        .unwrap_or_default()
+    reqwest::Client::builder().timeout(Duration::from_secs(8)).pool_max_idle_per_host(4).build().unwrap_or_default()
 }
 
 /// What one save attempt came to.
@@ -42,7 +37,8 @@ pub enum Outcome {
 /// One `saveMessage` with `token` as the idempotency key, classified.
 pub async fn save(http: &reqwest::Client, addr: SocketAddr, thread: &str, token: &str, content: &str) -> Outcome {
     let input = json!({ "threadId": thread, "role": "USER", "content": content, "clientMessageId": token });
-    let req = http.post(format!("http://{addr}/graphql")).json(&json!({ "query": SAVE, "variables": { "input": input } }));
+    let req =
+        http.post(format!("http://{addr}/graphql")).json(&json!({ "query": SAVE, "variables": { "input": input } }));
     let body: Value = match req.send().await {
         Ok(r) => match r.json().await {
             Ok(v) => v,
@@ -93,21 +89,24 @@ pub struct Load {
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     acked: Arc<AtomicU64>,
+    completed: Arc<AtomicU64>,
     reads: Arc<Mutex<Vec<Read>>>,
 }
 
 impl Load {
     /// Starts the clients against `targets` (writer `i` prefers target `i % n`
     /// and moves to the next one when a request gets no answer).
-    pub fn start(cfg: LoadConfig, targets: Vec<SocketAddr>, history: History, seed: u64) -> Load {
+    /// `generation` keeps tokens unique when a scenario starts clients again.
+    pub fn start(cfg: LoadConfig, targets: Vec<SocketAddr>, history: History, seed: u64, generation: u32) -> Load {
         let stop = CancellationToken::new();
         let acked = Arc::new(AtomicU64::new(0));
+        let completed = Arc::new(AtomicU64::new(0));
         let reads = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for w in 0..cfg.writers {
-            let (cfg, targets, history, stop, acked) =
-                (cfg.clone(), targets.clone(), history.clone(), stop.clone(), acked.clone());
-            let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(w) << 32));
+            let (cfg, targets, history, stop, acked, completed) =
+                (cfg.clone(), targets.clone(), history.clone(), stop.clone(), acked.clone(), completed.clone());
+            let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(w) << 32) ^ (u64::from(generation) << 48));
             tasks.push(tokio::spawn(async move {
                 let http = http_client();
                 let mut target = w as usize % targets.len();
@@ -115,11 +114,13 @@ impl Load {
                 while !stop.is_cancelled() {
                     n += 1;
                     let thread = &cfg.threads[rng.random_range(0..cfg.threads.len())];
-                    let token = format!("w{w}-{n}");
+                    let token = format!("g{generation}w{w}-{n}");
                     let invalid = cfg.invalid_every > 0 && rng.random_ratio(1, cfg.invalid_every);
                     let content = if invalid { format!("{token} {}", "x".repeat(32_768)) } else { token.clone() };
                     history.record(w, Kind::Invoke, &token, thread, None, None);
-                    match save(&http, targets[target], thread, &token, &content).await {
+                    let outcome = save(&http, targets[target], thread, &token, &content).await;
+                    completed.fetch_add(1, Ordering::Relaxed);
+                    match outcome {
                         Outcome::Ok { id } => {
                             acked.fetch_add(1, Ordering::Relaxed);
                             history.record(w, Kind::Ok, &token, thread, Some(id), None);
@@ -155,7 +156,7 @@ impl Load {
                 }
             }));
         }
-        Load { stop, tasks, acked, reads }
+        Load { stop, tasks, acked, completed, reads }
     }
 
     /// Saves acknowledged so far.
@@ -163,12 +164,21 @@ impl Load {
         self.acked.load(Ordering::Relaxed)
     }
 
+    /// Saves answered so far, whatever the answer.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+
     /// Waits until `n` more saves than now were acknowledged (bounded).
     pub async fn wait_acked(&self, more: u64, within: Duration) -> anyhow::Result<()> {
         let target = self.acked() + more;
         let deadline = Instant::now() + within;
         while self.acked() < target {
-            anyhow::ensure!(Instant::now() < deadline, "only {} of {target} saves acknowledged in {within:?}", self.acked());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {target} saves acknowledged in {within:?}",
+                self.acked()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())

@@ -7,16 +7,28 @@
 --       4 idempotency TTL s, 5 index window, 6 cache TTL s, 7 pub/sub channel,
 --       8 thread id, 9 body key prefix (for looking up an idempotent original),
 --       10 '1' to refuse a keyed save on a cold thread,
---       11 backlog bound: refuse when the stream holds this many entries (0: none)
+--       11 backlog bound: refuse when the stream holds this many entries (0: none),
+--       12 deadline, microseconds since the epoch: the caller stops waiting then
 --
 -- Returns {'ok', createdAt}, {'dup', original id, original body or false},
--- {'full'} (backlog at its bound: nothing stored), or {'cold'}: the thread's state is not in Redis (expired or lost), so an
+-- {'full'} (backlog at its bound: nothing stored), {'late'} (the deadline
+-- passed: nothing stored), or {'cold'}: the thread's state is not in Redis (expired or lost), so an
 -- unknown idempotency key may still be known to PostgreSQL; the caller
 -- checks there and calls again with ARGV[10] = '0'.
 -- A body is '0' (not yet persisted) or '1' (persisted) followed by JSON.
 local meta, idx, unp, body, idem, stream, loc = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local id, json, has_key = ARGV[1], ARGV[2], ARGV[3] == '1'
 local window, ttl = tonumber(ARGV[5]), ARGV[6]
+
+-- A save that reaches Redis after its caller gave up (Redis was frozen, or
+-- the request sat in a partitioned connection) must not be applied: the
+-- caller has written it to PostgreSQL instead, with its own createdAt, and
+-- a second copy would show up out of order until the persister replaced it.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if now > tonumber(ARGV[12]) then
+  return {'late'}
+end
 
 if has_key then
   local original = redis.call('GET', idem)
@@ -39,8 +51,6 @@ end
 -- createdAt: Redis TIME, forced strictly above the thread's previous value so
 -- order is total even if the clock steps back. A cold thread (meta expired or
 -- lost) never goes below its newest unpersisted message.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local m = redis.call('HMGET', meta, 'last', 'win')
 local warm = m[1] ~= false
 local last = tonumber(m[1] or '0')

@@ -42,15 +42,18 @@ fn bytes(v: &Value) -> Option<&[u8]> {
     }
 }
 
+/// When a call made now stops being waited for, in microseconds since the
+/// epoch (compared with Redis `TIME`: assumes clocks in sync to well under
+/// the call timeout, as NTP keeps them).
+fn deadline_micros(timeout: std::time::Duration) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (now + timeout).as_micros() as u64
+}
+
 impl RedisTier {
     /// The whole write path in one atomic round trip (see `lua/save.lua`).
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %m.thread_id, message_id = %m.id))]
-    pub async fn save(
-        &self,
-        m: &NewMessage,
-        check_cold: bool,
-        c: &StoreConfig,
-    ) -> Result<SaveOutcome, RedisFault> {
+    pub async fn save(&self, m: &NewMessage, check_cold: bool, c: &StoreConfig) -> Result<SaveOutcome, RedisFault> {
         let t = m.thread_id.as_str();
         let json = serde_json::to_string(&Wire::from_new(m)).map_err(|e| protocol(&e.to_string()))?;
         let idem = match &m.client_message_id {
@@ -75,7 +78,8 @@ impl RedisTier {
             .arg(t)
             .arg(keys::body_prefix(t))
             .arg(if check_cold { "1" } else { "0" })
-            .arg(c.backlog_limit);
+            .arg(c.backlog_limit)
+            .arg(deadline_micros(self.timeout()));
         let reply: Vec<Value> = self.call("save", |mut c| async move { inv.invoke_async(&mut c).await }).await?;
         match reply.first().and_then(bytes) {
             Some(b"ok") => {
@@ -101,6 +105,8 @@ impl RedisTier {
             }
             Some(b"cold") => Ok(SaveOutcome::Cold),
             Some(b"full") => Ok(SaveOutcome::BacklogFull),
+            // Not applied; the caller has long failed over.
+            Some(b"late") => Err(RedisFault::Reply("save reached redis after its deadline".into())),
             _ => Err(protocol("save reply")),
         }
     }

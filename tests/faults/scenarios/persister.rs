@@ -12,6 +12,10 @@ use crate::ctx::{Ctx, Report};
 ///    (the `persister-after-commit` failpoint): restarted with the same
 ///    consumer name, it gets the batch again and stores nothing twice.
 pub async fn crash_after_commit(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        cfg!(feature = "failpoints"),
+        "needs the failpoints feature (cargo test --features failpoints), as scripts/test.sh runs it"
+    );
     let after = StdRng::seed_from_u64(seed).random_range(20..60);
     let failpoint = format!("persister-after-commit={after}*off->return");
     let mut ctx = Ctx::start(seed, &dir, Layout::default(), &[("a", vec![("FAILPOINTS", failpoint)])]).await?;

@@ -100,3 +100,31 @@ pub async fn cut_after_commit(seed: u64, dir: PathBuf) -> anyhow::Result<Report>
     ctx.breaker_closes(0).await?;
     ctx.finish().await
 }
+
+/// 17. PostgreSQL frozen (`SIGSTOP` on the postmaster and its backends) for
+///     6 s; for 3 s of it Redis is frozen too, so neither tier answers: saves
+///     are answered with `STORAGE_UNAVAILABLE` within the timeouts (never a
+///     hang) and what the service called "not stored" never shows up later.
+pub async fn frozen(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
+    let mut ctx = Ctx::start(seed, &dir, Layout::default(), &[("a", vec![])]).await?;
+    ctx.redis_outage();
+    ctx.subscribe(2).await?;
+    ctx.start_load(ctx.load_config());
+    ctx.acked(300).await?;
+    ctx.fault("postgres SIGSTOP (postmaster and backends) for 6 s");
+    block_in_place(|| ctx.cluster.pg.pause());
+    let redis_alone = ctx.acked(100).await;
+    ctx.fault("redis SIGSTOP for 3 s: neither tier answers");
+    let answered_before = ctx.load()?.completed();
+    ctx.cluster.redis.pause();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let answered = ctx.load()?.completed() - answered_before;
+    ctx.cluster.redis.resume();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ctx.cluster.pg.resume();
+    ctx.expect(redis_alone.is_ok(), "saves went on through Redis while PostgreSQL was frozen".into())?;
+    ctx.expect(answered > 0, format!("{answered} saves answered while neither tier could take them"))?;
+    ctx.acked(300).await?;
+    ctx.breaker_closes(0).await?;
+    ctx.finish().await
+}
