@@ -170,6 +170,7 @@ impl Events {
                 }
             }
             tracing::warn!("pub/sub connection lost; reconnecting");
+            crate::metrics::Metrics::pubsub_reconnected();
         }
     }
 }

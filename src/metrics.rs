@@ -321,6 +321,12 @@ impl Metrics {
         metrics::gauge!("threadstore_backpressure").set(if on { 1.0 } else { 0.0 });
     }
 
+    /// The pub/sub connection was lost and is being made again (process-wide,
+    /// so no instance handle is needed).
+    pub fn pubsub_reconnected() {
+        metrics::counter!("threadstore_pubsub_reconnects_total").increment(1);
+    }
+
     /// A subscription started (+1) or ended (-1).
     pub fn subscriptions(&self, delta: i64) {
         let now = self.inner.subscriptions.fetch_add(delta, Ordering::Relaxed) + delta;

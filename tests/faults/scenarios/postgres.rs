@@ -124,6 +124,8 @@ pub async fn frozen(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
     ctx.cluster.pg.resume();
     ctx.expect(redis_alone.is_ok(), "saves went on through Redis while PostgreSQL was frozen".into())?;
     ctx.expect(answered > 0, format!("{answered} saves answered while neither tier could take them"))?;
+    let opened = ctx.metric(0, "threadstore_breaker_transitions_total").await?;
+    ctx.expect(opened >= 1.0, format!("{opened} breaker transitions"))?;
     ctx.acked(300).await?;
     ctx.breaker_closes(0).await?;
     ctx.finish().await

@@ -101,6 +101,8 @@ pub async fn pubsub_kill(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     ctx.expect(patterns >= 1, format!("the service subscribed again ({patterns} pattern subscription)"))?;
+    let reconnects = ctx.metric(0, "threadstore_pubsub_reconnects_total").await?;
+    ctx.expect(reconnects >= 3.0, format!("threadstore_pubsub_reconnects_total = {reconnects}"))?;
     ctx.finish().await
 }
 

@@ -87,6 +87,11 @@ pub async fn empty_cache_with_backlog(seed: u64, dir: PathBuf) -> anyhow::Result
     ctx.acked(200).await?;
     ctx.stop_load().await;
     ctx.cluster.drain(Duration::from_secs(30)).await?;
+    let persisted = ctx.metric(0, "threadstore_persisted_total").await?;
+    ctx.expect(
+        persisted >= backlog as f64,
+        format!("the restarted process persisted {persisted} (backlog {backlog})"),
+    )?;
     let stored = Stored::load(&ctx.cluster)?;
     for (t, view) in &views {
         let all = stored.ids(t);
@@ -114,5 +119,7 @@ pub async fn sigterm_under_load(seed: u64, dir: PathBuf) -> anyhow::Result<Repor
     ctx.expect(pending == 0, format!("{pending} delivered entries left un-acknowledged"))?;
     ctx.cluster.services[0].start().await?;
     ctx.acked(300).await?;
+    let subs = ctx.metric(0, "threadstore_active_subscriptions").await?;
+    ctx.expect(subs == 3.0, format!("all 3 subscribers resumed on the new process ({subs})"))?;
     ctx.finish().await
 }
