@@ -15,6 +15,8 @@ start_stack "$DATA" 17379 17432
 APP_PORT=$(free_port 18180)
 FO_PORT=$(free_port $((APP_PORT + 1)))
 export RUST_LOG=${RUST_LOG:-warn}
+# The benchmark measures storage, not token checks.
+export AUTH_MODE=none
 
 LISTEN_ADDR=127.0.0.1:$APP_PORT ./target/release/threadstore serve 2>"$DATA/app.log" &
 STACK_PIDS+=" $!"

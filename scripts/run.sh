@@ -11,4 +11,6 @@ start_stack "${THREADSTORE_DATA:-$PWD/.local}"
 export LISTEN_ADDR=${LISTEN_ADDR:-127.0.0.1:8080}
 echo "redis: $REDIS_URL  postgres: $DATABASE_URL" >&2
 echo "GraphiQL: http://$LISTEN_ADDR/" >&2
-cargo run --release --bin threadstore -- serve "$@"
+# Local use: authentication off (the server prints a warning banner). For
+# tokens, run `threadstore serve` with AUTH_MODE=jwt and JWT_SECRET (README, Security).
+cargo run --release --bin threadstore -- serve --insecure-no-auth "$@"

@@ -1,16 +1,17 @@
 //! Typed settings, from flags or environment variables. Only start-up reads
 //! them; the rest of the service receives the typed pieces it needs.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// A connection URL that may carry a password: never printed by `Debug`.
+/// A setting that is or may carry a secret (a connection URL with a
+/// password, the JWT secret): never printed by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretUrl(String);
 
 impl SecretUrl {
-    /// The URL itself, for the client that connects with it.
+    /// The value itself, for the client that uses it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -85,6 +86,73 @@ pub struct Settings {
     /// API limits.
     #[command(flatten)]
     pub limits: LimitSettings,
+    /// Authentication.
+    #[command(flatten)]
+    pub auth: AuthSettings,
+    /// Per-principal rate limits.
+    #[command(flatten)]
+    pub rate: RateSettings,
+}
+
+/// How callers are authenticated.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Bearer JWTs; threads have members.
+    Jwt,
+    /// No authentication, every thread open to every caller (local use only).
+    None,
+}
+
+/// Authentication.
+#[derive(Debug, Clone, Args)]
+pub struct AuthSettings {
+    /// `jwt` (default) or `none`.
+    #[arg(long, env = "AUTH_MODE", value_enum, default_value = "jwt")]
+    pub auth_mode: AuthMode,
+    /// Same as AUTH_MODE=none: no authentication, for local use only.
+    #[arg(long = "insecure-no-auth", default_value_t = false)]
+    pub insecure_no_auth: bool,
+    /// Shared secret for HS256 tokens.
+    #[arg(long, env = "JWT_SECRET")]
+    pub jwt_secret: Option<SecretUrl>,
+    /// PEM public key for RS256 or ES256 tokens.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+impl AuthSettings {
+    /// The effective mode (the flag wins).
+    pub fn mode(&self) -> AuthMode {
+        if self.insecure_no_auth {
+            AuthMode::None
+        } else {
+            self.auth_mode
+        }
+    }
+}
+
+/// Per-principal rate limits. Service principals and `AUTH_MODE=none` are
+/// not limited unless `RATE_LIMIT_ALL` is set.
+#[derive(Debug, Clone, Args)]
+pub struct RateSettings {
+    /// Sustained saves per second per principal (0: unlimited).
+    #[arg(long, env = "SAVE_RATE_PER_SEC", default_value_t = 20)]
+    pub save_rate_per_sec: u32,
+    /// Saves a principal may make in a burst.
+    #[arg(long, env = "SAVE_BURST", default_value_t = 100)]
+    pub save_burst: u32,
+    /// Live subscriptions per principal (0: unlimited).
+    #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_PRINCIPAL", default_value_t = 50)]
+    pub max_subscriptions_per_principal: u32,
+    /// Limit service principals and AUTH_MODE=none callers too.
+    #[arg(long, env = "RATE_LIMIT_ALL", default_value_t = false)]
+    pub rate_limit_all: bool,
 }
 
 /// Redis tier.
@@ -215,6 +283,44 @@ pub struct LimitSettings {
     /// Highest query complexity accepted.
     #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = 5000)]
     pub max_query_complexity: usize,
+    /// Longest query text, bytes.
+    #[arg(long, env = "MAX_QUERY_BYTES", default_value_t = 16 * 1024)]
+    pub max_query_bytes: usize,
+    /// Most aliased fields in one query.
+    #[arg(long, env = "MAX_ALIASES", default_value_t = 30)]
+    pub max_aliases: usize,
+    /// Most directives in one query.
+    #[arg(long, env = "MAX_DIRECTIVES", default_value_t = 10)]
+    pub max_directives: usize,
+    /// Serve introspection (GraphiQL needs it).
+    #[arg(long, env = "INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub introspection: bool,
+    /// Longest an HTTP request may take, milliseconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Time a WebSocket gets to send `connection_init`, milliseconds.
+    #[arg(long, env = "WS_INIT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub ws_init_timeout_ms: u64,
+    /// Open WebSocket connections per process.
+    #[arg(long, env = "MAX_WS_CONNECTIONS", default_value_t = 10_000)]
+    pub max_ws_connections: usize,
+    /// Subscriptions on one WebSocket connection.
+    #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 100)]
+    pub max_subscriptions_per_connection: usize,
+    /// Largest WebSocket message, bytes (larger ones close the connection).
+    #[arg(long, env = "MAX_WS_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_ws_message_bytes: usize,
+}
+
+impl LimitSettings {
+    /// Request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    /// WebSocket init timeout.
+    pub fn ws_init_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_init_timeout_ms)
+    }
 }
 
 impl Settings {

@@ -4,9 +4,11 @@
 mod cursor;
 mod input;
 mod message;
+#[cfg(test)]
+mod props;
 mod time;
 
 pub use cursor::{Cursor, OrderKey};
-pub use input::{ClientMessageId, Content, Metadata, ThreadId, ValidationError};
+pub use input::{ClientMessageId, Content, Metadata, ThreadId, UserId, ValidationError};
 pub use message::{Message, MessageId, NewMessage, Role};
 pub use time::Timestamp;

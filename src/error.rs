@@ -23,8 +23,14 @@ pub mod code {
     pub const STORAGE_UNAVAILABLE: &str = "STORAGE_UNAVAILABLE";
     /// An idempotency key was re-sent with a different payload.
     pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
-    /// Depth or complexity limit exceeded.
+    /// Depth, complexity, alias, directive or length limit exceeded.
     pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
+    /// No valid credentials.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// Not allowed on this thread (also for threads that do not exist).
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// Over a per-principal limit; `extensions.retryAfter` says when to retry (seconds).
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
     /// Anything else; the message is generic.
     pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
 }
@@ -40,6 +46,15 @@ pub enum Error {
     StorageUnavailable {
         /// The write may have been applied: retry with the same `clientMessageId`.
         maybe_stored: bool,
+    },
+    /// No valid credentials.
+    Unauthenticated,
+    /// Not a member (or not the owner) of the thread.
+    Forbidden,
+    /// Over a per-principal limit.
+    RateLimited {
+        /// Seconds until a retry can succeed.
+        retry_after_secs: u64,
     },
     /// A bug or an unexpected failure; the string is for logs only.
     Internal(String),
@@ -70,6 +85,10 @@ impl From<async_graphql::Error> for Error {
 impl From<Error> for async_graphql::Error {
     fn from(e: Error) -> Self {
         let maybe_stored = matches!(e, Error::StorageUnavailable { maybe_stored: true });
+        let retry_after = match e {
+            Error::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            _ => None,
+        };
         let (code, message) = match e {
             Error::BadInput(v) => (code::BAD_USER_INPUT, v.to_string()),
             Error::IdempotencyKeyReused => (
@@ -83,6 +102,9 @@ impl From<Error> for async_graphql::Error {
                 code::STORAGE_UNAVAILABLE,
                 "storage is unavailable; the message may have been stored: retry with the same clientMessageId".into(),
             ),
+            Error::Unauthenticated => (code::UNAUTHENTICATED, "a valid bearer token is required".into()),
+            Error::Forbidden => (code::FORBIDDEN, "not allowed on this thread".into()),
+            Error::RateLimited { .. } => (code::RATE_LIMITED, "too many requests; retry later".into()),
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 (code::INTERNAL, "internal server error".into())
@@ -94,6 +116,9 @@ impl From<Error> for async_graphql::Error {
             // from "outcome unknown" by this flag.
             if maybe_stored {
                 ext.set("maybeStored", true);
+            }
+            if let Some(secs) = retry_after {
+                ext.set("retryAfter", secs);
             }
         })
     }

@@ -63,6 +63,8 @@ pub enum Event {
     },
     /// Events may have been missed: re-read from the store.
     Resync,
+    /// This user was removed from the thread: end their subscriptions.
+    Revoked(Arc<str>),
 }
 
 /// The in-process fan-out. Cheap to clone.
@@ -111,10 +113,21 @@ impl Events {
         self.dispatch(&m.thread_id, Event::Saved { prev: None, message: Arc::new(m.clone()) });
     }
 
+    /// Ends `user`'s subscriptions to `thread` on this instance.
+    pub fn revoke_local(&self, thread: &str, user: &str) {
+        self.dispatch(thread, Event::Revoked(user.into()));
+    }
+
     fn on_pubsub(&self, channel: &str, payload: &[u8]) {
         let Some(thread) = channel.strip_prefix(keys::EVENT_PREFIX) else {
             return;
         };
+        if let Some(user) = payload.strip_prefix(b"!revoke|") {
+            if let Ok(user) = std::str::from_utf8(user) {
+                self.dispatch(thread, Event::Revoked(user.into()));
+            }
+            return;
+        }
         let Some(sep) = payload.iter().position(|b| *b == b'|') else {
             return;
         };

@@ -19,6 +19,8 @@ use crate::store::{MessageStore, Order, PageQuery};
 const GAP_PAGE: u32 = 200;
 
 struct State {
+    /// The subscribing principal: its removal from the thread ends the feed.
+    watcher: Option<String>,
     store: MessageStore,
     thread: ThreadId,
     rx: ThreadReceiver,
@@ -42,10 +44,12 @@ pub fn feed(
     events: &Events,
     thread: ThreadId,
     after: Option<OrderKey>,
+    watcher: Option<String>,
 ) -> impl Stream<Item = Message> {
     // Subscribe before reading the tail, so nothing saved in between is missed.
     let rx = events.subscribe(thread.as_str());
     let state = State {
+        watcher,
         store,
         thread,
         rx,
@@ -95,6 +99,8 @@ pub fn feed(
                     }
                 }
                 Ok(Event::Resync) | Err(RecvError::Lagged(_)) => s.needs_fill = true,
+                Ok(Event::Revoked(user)) if s.watcher.as_deref() == Some(&*user) => return None,
+                Ok(Event::Revoked(_)) => {}
                 Err(RecvError::Closed) => return None,
             }
         }

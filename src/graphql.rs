@@ -3,12 +3,14 @@
 //! body loader in [`loader`], and the request wrapper (query cache, error codes) in [`executor`].
 
 pub mod executor;
+mod guard;
 pub mod loader;
 pub mod mutation;
 pub mod query;
 pub mod schema;
+mod shape;
 pub mod subscription;
 pub mod types;
 
-pub use executor::Api;
+pub use executor::{Api, TextLimits};
 pub use schema::{build_schema, sdl, AppSchema};

@@ -1,32 +1,51 @@
 //! The axum router: `/graphql` (POST, GET queries, WebSocket upgrade for
 //! both subscription protocols), GraphiQL at `/`, Prometheus text at
 //! `/metrics`, `/healthz` (alive) and `/readyz` (a tier can take writes).
+//!
+//! The edges, per the GraphQL-over-HTTP spec: POST bodies must be
+//! `application/json` (or `application/graphql-response+json`): anything
+//! else is 415, so no cross-site "simple request" can reach a resolver.
+//! The answer is `application/graphql-response+json` when the client
+//! accepts it (then a request error — parse, validation, limits — is a
+//! 400), else `application/json` (always 200 for a well-formed request);
+//! an `Accept` that allows neither is 406. Bodies are bounded (413), each
+//! request has a deadline (408), batches (JSON arrays) are refused (400),
+//! GET serves queries only (405 for mutations). A missing or invalid
+//! bearer token is 401 before any GraphQL runs.
 
+mod negotiate;
 mod ws;
+
+use std::sync::Arc;
 
 use async_graphql::{
     http::{parse_query_string, GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS},
     parser::types::OperationType,
     Data, Executor,
 };
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{rejection::GraphQLRejection, GraphQLProtocol, GraphQLRequest};
 use axum::{
     extract::{RawQuery, State, WebSocketUpgrade},
-    http::StatusCode,
+    http::{header, HeaderMap, StatusCode},
     response::{Html, IntoResponse, Response},
     routing::get,
     Json, Router,
 };
+use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::{
     limit::RequestBodyLimitLayer,
+    timeout::TimeoutLayer,
     trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
 
+use crate::auth::{Authenticator, Caller};
+use crate::config::LimitSettings;
 use crate::graphql::{loader, Api};
 use crate::metrics::prometheus;
 use crate::store::MessageStore;
+use negotiate::{error_response, graphql_response, Media};
 
 /// Shared request state: cheap handles only.
 #[derive(Clone)]
@@ -39,17 +58,25 @@ pub struct AppState {
     pub stop: CancellationToken,
     /// Tracks WebSocket connections so shutdown waits for their close.
     pub tracker: TaskTracker,
+    /// Verifies bearer tokens.
+    pub auth: Authenticator,
+    /// One permit per open WebSocket (`MAX_WS_CONNECTIONS`).
+    pub ws_permits: Arc<Semaphore>,
+    /// Request and WebSocket limits.
+    pub limits: Arc<LimitSettings>,
 }
 
 /// Builds the router.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits.clone();
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/", get(graphiql))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout()))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
@@ -58,39 +85,74 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-fn request_data(store: &MessageStore) -> Data {
+fn request_data(store: &MessageStore, caller: Option<Caller>) -> Data {
     let mut data = Data::default();
     data.insert(loader::per_request(store.clone()));
+    if let Some(c) = caller {
+        data.insert(c);
+    }
     data
 }
 
-async fn graphql_post(State(state): State<AppState>, req: GraphQLRequest) -> GraphQLResponse {
-    let req = req.into_inner().data(loader::per_request(state.store.clone()));
-    state.api.execute(req).await.into()
+/// The caller named by the `Authorization` header, or the 401 to send.
+fn authenticate(state: &AppState, headers: &HeaderMap, media: Media) -> Result<Caller, Response> {
+    let header = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    state.auth.authenticate_header(header).map_err(|e| {
+        tracing::info!(error = %e, "request not authenticated");
+        let mut r =
+            error_response(media, StatusCode::UNAUTHORIZED, "a valid bearer token is required", "UNAUTHENTICATED");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        r
+    })
+}
+
+async fn graphql_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Result<GraphQLRequest, GraphQLRejection>,
+) -> Response {
+    let media = match negotiate::accept(&headers) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if let Err(r) = negotiate::content_type(&headers, media) {
+        return r;
+    }
+    let caller = match authenticate(&state, &headers, media) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let req = match req {
+        Ok(r) => r.into_inner(),
+        Err(rejection) => return negotiate::rejection(media, rejection),
+    };
+    let req = req.data(loader::per_request(state.store.clone())).data(caller);
+    graphql_response(media, state.api.execute(req).await)
 }
 
 /// GET serves queries only (a mutation over GET is 405, so a link or an
 /// image tag can't write), and upgrades WebSockets.
 async fn graphql_get(
     State(state): State<AppState>,
+    headers: HeaderMap,
     protocol: Result<GraphQLProtocol, <GraphQLProtocol as axum::extract::FromRequestParts<AppState>>::Rejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     RawQuery(query): RawQuery,
 ) -> Response {
     if let (Ok(protocol), Ok(upgrade)) = (protocol, upgrade) {
-        let api = state.api.clone();
-        let data = request_data(&state.store);
-        return upgrade
-            .protocols(ALL_WEBSOCKET_PROTOCOLS)
-            .on_upgrade(move |socket| {
-                let stop = state.stop.clone();
-                state.tracker.track_future(ws::serve(socket, api, protocol, data, stop))
-            })
-            .into_response();
+        return websocket(state, headers, protocol, upgrade);
     }
+    let media = match negotiate::accept(&headers) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let caller = match authenticate(&state, &headers, media) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let req = match parse_query_string(query.as_deref().unwrap_or_default()) {
         Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => return error_response(media, StatusCode::BAD_REQUEST, &e.to_string(), "BAD_REQUEST"),
     };
     if let Ok(doc) = async_graphql::parser::parse_query(&req.query) {
         if doc.operations.iter().any(|(_, op)| op.node.ty != OperationType::Query) {
@@ -102,8 +164,51 @@ async fn graphql_get(
                 .into_response();
         }
     }
-    let req = req.data(loader::per_request(state.store.clone()));
-    GraphQLResponse::from(state.api.execute(req).await).into_response()
+    let req = req.data(loader::per_request(state.store.clone())).data(caller);
+    graphql_response(media, state.api.execute(req).await)
+}
+
+/// Upgrades to a WebSocket within the connection cap. The token may come in
+/// the `Authorization` header (checked now) or in `connection_init`.
+fn websocket(state: AppState, headers: HeaderMap, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
+    let header_caller = match headers.get(header::AUTHORIZATION) {
+        Some(_) => match authenticate(&state, &headers, Media::Json) {
+            Ok(c) => Some(c),
+            Err(r) => return r,
+        },
+        None => None,
+    };
+    let Ok(permit) = state.ws_permits.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many WebSocket connections").into_response();
+    };
+    let max = state.limits.max_ws_message_bytes;
+    // The extractor took the first subprotocol it supports, in the client's order.
+    let legacy = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|p| p.split(',').map(str::trim).find(|p| *p == "graphql-transport-ws" || *p == "graphql-ws"))
+        == Some("graphql-ws");
+    let conn = ws::Connection {
+        api: state.api.clone(),
+        protocol,
+        legacy,
+        data: request_data(&state.store, None),
+        stop: state.stop.clone(),
+        auth: state.auth.clone(),
+        header_caller,
+        limits: ws::WsLimits {
+            init_timeout: state.limits.ws_init_timeout(),
+            max_subscriptions: state.limits.max_subscriptions_per_connection,
+        },
+        permit,
+    };
+    let tracker = state.tracker.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| tracker.track_future(ws::serve(socket, conn)))
+        .into_response()
 }
 
 async fn graphiql() -> Html<String> {

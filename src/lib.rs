@@ -29,10 +29,17 @@
 //! fans out per thread; [`feed`] turns that into a gap-free, exactly-once
 //! stream by re-reading from the store whenever an event may be missing.
 //!
+//! **Security.** [`auth`] verifies bearer JWTs and decides per-thread
+//! access (members only; the first writer owns a thread); [`rate`] limits
+//! saves and subscriptions per principal; [`http`] bounds bodies, content
+//! types, timeouts and the WebSocket protocol; [`graphql`] bounds query
+//! depth, complexity, aliases, directives and length.
+//!
 //! **Process.** [`startup::Application`] wires it all; [`shutdown`] drains
 //! it; [`http`] is the router; [`config`] the settings; [`metrics`] and
 //! [`telemetry`] the observability.
 
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -41,6 +48,7 @@ pub mod feed;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod rate;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

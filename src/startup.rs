@@ -7,13 +7,16 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::{bail, Context};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use crate::auth::Authenticator;
 use crate::config::{RedisSettings, Settings};
 use crate::events::Events;
-use crate::graphql::{build_schema, Api};
+use crate::graphql::{build_schema, Api, TextLimits};
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
+use crate::rate::RateLimits;
 use crate::store::{
     breaker::Breaker,
     persister::{self, Persister},
@@ -72,11 +75,27 @@ impl Application {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
 
-        let schema = build_schema(store.clone(), events.clone(), metrics.clone(), stop.clone(), &settings.limits);
-        let router = router(
-            AppState { api: Api::new(schema), store: store.clone(), stop: stop.clone(), tracker: tracker.clone() },
-            settings.limits.max_body_bytes,
-        );
+        let auth = Authenticator::from_settings(&settings.auth)?;
+        if auth.is_open() {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (AUTH_MODE=none / --insecure-no-auth): every caller can read, write and \
+                 watch every thread. For local use only."
+            );
+        }
+        let rate = RateLimits::new(&settings.rate);
+        let schema = build_schema(store.clone(), events.clone(), metrics.clone(), stop.clone(), rate, &settings.limits);
+        let l = &settings.limits;
+        let text_limits =
+            TextLimits { max_bytes: l.max_query_bytes, max_aliases: l.max_aliases, max_directives: l.max_directives };
+        let router = router(AppState {
+            api: Api::new(schema, text_limits),
+            store: store.clone(),
+            stop: stop.clone(),
+            tracker: tracker.clone(),
+            auth,
+            ws_permits: Arc::new(Semaphore::new(l.max_ws_connections)),
+            limits: Arc::new(l.clone()),
+        });
 
         tracker.spawn(events.run(redis.client().clone(), redis.timeout(), stop.clone()));
         tracker.spawn(persister::stats_loop(store.clone(), stop.clone()));

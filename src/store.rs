@@ -16,6 +16,7 @@
 //!   While Redis is out, PostgreSQL alone answers: unpersisted messages
 //!   stranded in Redis are invisible until it returns (README, guarantees).
 
+pub mod access;
 pub mod backpressure;
 pub mod breaker;
 pub mod persister;

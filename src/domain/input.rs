@@ -142,6 +142,26 @@ impl ClientMessageId {
     }
 }
 
+/// A principal id (a token's `sub`) named by a client, e.g. to add a
+/// member: 1-256 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Parses a user id.
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
+            return Err(invalid("userId", "must be 1-256 characters without control characters"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,6 +91,8 @@ pub struct NewMessage {
     pub metadata: Option<Metadata>,
     /// Optional idempotency key.
     pub client_message_id: Option<ClientMessageId>,
+    /// The authenticated principal saving it (`None` without authentication).
+    pub author_id: Option<String>,
 }
 
 impl NewMessage {
@@ -103,6 +105,7 @@ impl NewMessage {
             content: self.content.as_str().to_owned(),
             metadata: self.metadata.as_ref().map(|m| m.as_value().clone()),
             client_message_id: self.client_message_id.as_ref().map(|k| k.as_str().to_owned()),
+            author_id: self.author_id.clone(),
             created_at,
             persisted: false,
         }
@@ -111,6 +114,7 @@ impl NewMessage {
     /// Whether `existing` carries the same payload (for idempotent retries).
     pub fn same_payload(&self, existing: &Message) -> bool {
         self.role == existing.role
+            && self.author_id == existing.author_id
             && self.content.as_str() == existing.content
             && self.metadata.as_ref().map(Metadata::as_value) == existing.metadata.as_ref()
     }
@@ -131,6 +135,8 @@ pub struct Message {
     pub metadata: Option<Value>,
     /// Idempotency key, if any.
     pub client_message_id: Option<String>,
+    /// Who saved it (the token's `sub`), if authenticated.
+    pub author_id: Option<String>,
     /// Position in the thread.
     pub created_at: Timestamp,
     /// True once PostgreSQL holds it.

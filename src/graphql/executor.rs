@@ -33,29 +33,57 @@ const CAPACITY: usize = 512;
 /// Longer query texts are not cached.
 const MAX_CACHED_QUERY: usize = 8 * 1024;
 
+/// Limits on the query text that async-graphql does not have itself.
+#[derive(Debug, Clone, Copy)]
+pub struct TextLimits {
+    /// Longest query text, bytes.
+    pub max_bytes: usize,
+    /// Most aliased fields.
+    pub max_aliases: usize,
+    /// Most directives.
+    pub max_directives: usize,
+}
+
 /// The schema as the HTTP and WebSocket layers use it. Cheap to clone.
 #[derive(Clone)]
 pub struct Api {
     schema: AppSchema,
     parsed: Arc<Mutex<HashMap<String, ExecutableDocument>>>,
+    limits: TextLimits,
+}
+
+fn too_complex(message: String) -> Box<Response> {
+    Box::new(Response::from_errors(vec![with_code(ServerError::new(message, None), code::QUERY_TOO_COMPLEX)]))
 }
 
 impl Api {
     /// Wraps a schema.
-    pub fn new(schema: AppSchema) -> Self {
-        Self { schema, parsed: Arc::default() }
+    pub fn new(schema: AppSchema, limits: TextLimits) -> Self {
+        Self { schema, parsed: Arc::default(), limits }
     }
 
-    /// Attaches the parsed document, from the cache or parsed now.
+    /// Attaches the parsed document, from the cache or parsed now. Texts
+    /// over the limits never reach the parser's cache.
     fn prepare(&self, mut request: Request) -> Result<Request, Box<Response>> {
         if let Some(doc) = self.parsed.lock().ok().and_then(|d| d.get(&request.query).cloned()) {
             request.set_parsed_query(doc);
             return Ok(request);
         }
+        if request.query.len() > self.limits.max_bytes {
+            return Err(too_complex(format!("query text is longer than {} bytes", self.limits.max_bytes)));
+        }
         let doc = async_graphql::parser::parse_query(&request.query).map_err(|e| {
             let e = ServerError::new(e.to_string(), e.positions().next());
-            Box::new(Response::from_errors(vec![with_code(e, code::PARSE_FAILED)]))
+            let c = if e.message.contains("recursion limit") { code::QUERY_TOO_COMPLEX } else { code::PARSE_FAILED };
+            Box::new(Response::from_errors(vec![with_code(e, c)]))
         })?;
+        let (aliases, directives) = super::shape::count(&doc);
+        if aliases > self.limits.max_aliases {
+            return Err(too_complex(format!("more than {} aliases", self.limits.max_aliases)));
+        }
+        if directives > self.limits.max_directives {
+            return Err(too_complex(format!("more than {} directives", self.limits.max_directives)));
+        }
         if request.query.len() <= MAX_CACHED_QUERY {
             if let Ok(mut docs) = self.parsed.lock() {
                 if docs.len() >= CAPACITY {
@@ -106,7 +134,11 @@ fn is_input_error(m: &str) -> bool {
 }
 
 fn is_limit_error(m: &str) -> bool {
-    m.contains("too complex") || m.contains("nested too deep") || m.contains("Too many")
+    m.contains("too complex")
+        || m.contains("nested too deep")
+        || m.contains("Too many")
+        || m.contains("recursion depth")
+        || m.contains("number of directives")
 }
 
 /// Gives every error of a response a code.

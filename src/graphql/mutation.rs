@@ -2,9 +2,16 @@
 
 use async_graphql::{Context, Object};
 
+use std::sync::Arc;
+
+use async_graphql::ID;
+
+use super::guard::check;
 use super::types::{MessageCreate, MessageNode};
-use crate::domain::{ClientMessageId, Content, MessageId, Metadata, NewMessage, ThreadId};
+use crate::auth::access::Action;
+use crate::domain::{ClientMessageId, Content, MessageId, Metadata, NewMessage, ThreadId, UserId};
 use crate::error::Error;
+use crate::rate::RateLimits;
 use crate::store::MessageStore;
 
 /// Root mutations.
@@ -13,8 +20,10 @@ pub struct Mutation;
 #[Object]
 impl Mutation {
     /// Saves a message; acknowledged once a tier holds it durably.
+    /// Members only; the first writer of a thread becomes its owner.
+    /// `authorId` is the caller's token `sub`.
     async fn save_message(&self, ctx: &Context<'_>, input: MessageCreate) -> Result<MessageNode, Error> {
-        let new = NewMessage {
+        let mut new = NewMessage {
             // Fixed before storage is touched, so a fallback after an
             // ambiguous Redis timeout names the same message.
             id: MessageId::generate(),
@@ -23,8 +32,37 @@ impl Mutation {
             content: Content::parse(input.content)?,
             metadata: input.metadata.map(|j| Metadata::parse(j.0)).transpose()?,
             client_message_id: input.client_message_id.as_deref().map(ClientMessageId::parse).transpose()?,
+            author_id: None,
         };
+        let caller = super::guard::caller(ctx)?;
+        ctx.data::<Arc<RateLimits>>()?.check_save(caller)?;
+        check(ctx, &new.thread_id, Action::Write).await?;
+        new.author_id = caller.author_id();
         let store = ctx.data::<MessageStore>()?;
         Ok(MessageNode(store.save(new).await?))
+    }
+
+    /// Adds a member to a thread: its owner or a service principal only.
+    /// True once the user is a member.
+    async fn add_thread_member(&self, ctx: &Context<'_>, thread_id: ID, user_id: ID) -> Result<bool, Error> {
+        set_member(ctx, &thread_id, &user_id, true).await
+    }
+
+    /// Removes a member (never the owner): its owner or a service principal
+    /// only. The member's live subscriptions to the thread end.
+    async fn remove_thread_member(&self, ctx: &Context<'_>, thread_id: ID, user_id: ID) -> Result<bool, Error> {
+        set_member(ctx, &thread_id, &user_id, false).await
+    }
+}
+
+async fn set_member(ctx: &Context<'_>, thread_id: &str, user_id: &str, member: bool) -> Result<bool, Error> {
+    let thread = ThreadId::parse(thread_id)?;
+    let user = UserId::parse(user_id)?;
+    check(ctx, &thread, Action::Manage).await?;
+    let store = ctx.data::<MessageStore>()?;
+    if store.set_member(&thread, user.as_str(), member).await? {
+        Ok(true)
+    } else {
+        Err(Error::Forbidden) // unclaimed: only a service principal gets here
     }
 }

@@ -6,8 +6,10 @@ use async_graphql::{
     Context, Object, ID,
 };
 
+use super::guard::{check, operator};
 use super::loader::{MessageKey, MessageLoader};
 use super::types::{MessageNode, MessageOrder, StorageMetrics, TierLatency};
+use crate::auth::access::Action;
 use crate::domain::{Cursor, Message, MessageId, ThreadId, ValidationError};
 use crate::error::Error;
 use crate::metrics::{Metrics, Tier};
@@ -31,20 +33,30 @@ pub struct Query;
 
 #[Object]
 impl Query {
-    /// A thread; one with no messages is empty, not an error.
-    async fn thread(&self, id: ID) -> Result<ThreadNode, Error> {
-        Ok(ThreadNode(ThreadId::parse(&id)?))
+    /// A thread; one with no messages is empty, not an error. Members only
+    /// (`FORBIDDEN` otherwise, also when it does not exist).
+    async fn thread(&self, ctx: &Context<'_>, id: ID) -> Result<ThreadNode, Error> {
+        let thread = ThreadId::parse(&id)?;
+        check(ctx, &thread, Action::Read).await?;
+        Ok(ThreadNode(thread))
     }
 
-    /// One message; null when unknown.
+    /// One message; null when unknown or not readable by the caller.
     async fn message(&self, ctx: &Context<'_>, id: ID) -> Result<Option<MessageNode>, Error> {
         let id = MessageId::parse(&id)?;
         let store = ctx.data::<MessageStore>()?;
-        Ok(store.message(id).await?.map(MessageNode))
+        let Some(m) = store.message(id).await? else { return Ok(None) };
+        match check(ctx, &ThreadId::parse(&m.thread_id)?, Action::Read).await {
+            Ok(_) => Ok(Some(MessageNode(m))),
+            Err(Error::Forbidden) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Tier latencies, cache hit ratio, breaker state, persistence queue.
+    /// Service principals only (or no authentication).
     async fn storage_metrics(&self, ctx: &Context<'_>) -> Result<StorageMetrics, Error> {
+        operator(ctx)?;
         let metrics = ctx.data::<Metrics>()?;
         let store = ctx.data::<MessageStore>()?;
         let tier = |t| {

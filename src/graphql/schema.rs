@@ -1,5 +1,7 @@
 //! Schema assembly with the limits that keep the service safe.
 
+use std::sync::Arc;
+
 use async_graphql::Schema;
 use tokio_util::sync::CancellationToken;
 
@@ -7,6 +9,7 @@ use super::{mutation::Mutation, query::Query, subscription::SubscriptionRoot};
 use crate::config::LimitSettings;
 use crate::events::Events;
 use crate::metrics::Metrics;
+use crate::rate::RateLimits;
 use crate::store::MessageStore;
 
 /// The service's schema type.
@@ -19,16 +22,22 @@ pub fn build_schema(
     events: Events,
     metrics: Metrics,
     stop: CancellationToken,
+    rate: Arc<RateLimits>,
     limits: &LimitSettings,
 ) -> AppSchema {
-    Schema::build(Query, Mutation, SubscriptionRoot)
+    let mut builder = Schema::build(Query, Mutation, SubscriptionRoot)
         .limit_depth(limits.max_query_depth)
         .limit_complexity(limits.max_query_complexity)
+        .limit_directives(limits.max_directives)
         .data(store)
         .data(events)
         .data(metrics)
         .data(stop)
-        .finish()
+        .data(rate);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
 }
 
 /// The SDL, as committed in `schema.graphql`.

@@ -5,11 +5,16 @@ use async_graphql::{Context, Subscription, ID};
 use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use super::guard::check;
 use super::types::MessageNode;
+use crate::auth::access::Action;
 use crate::domain::{Cursor, ThreadId};
 use crate::error::Error;
 use crate::events::Events;
 use crate::metrics::Metrics;
+use crate::rate::RateLimits;
 use crate::store::MessageStore;
 
 /// Counts a live subscription for as long as its stream exists.
@@ -28,6 +33,7 @@ pub struct SubscriptionRoot;
 impl SubscriptionRoot {
     /// Every message saved on the thread after subscribing (or after the
     /// `after` cursor: replayed first, then live), once each, in order.
+    /// Members only; ends when the subscriber is removed from the thread.
     async fn message_saved(
         &self,
         ctx: &Context<'_>,
@@ -36,15 +42,18 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = MessageNode>, Error> {
         let thread = ThreadId::parse(&thread_id)?;
         let after = after.as_deref().map(Cursor::decode).transpose()?.map(|c| c.0);
+        let caller = check(ctx, &thread, Action::Read).await?;
+        let slot = ctx.data::<Arc<RateLimits>>()?.subscription(caller)?;
+        let watcher = caller.principal().map(|p| p.id.clone());
         let store = ctx.data::<MessageStore>()?.clone();
         let events = ctx.data::<Events>()?;
         let stop = ctx.data::<CancellationToken>()?.clone();
         let metrics = ctx.data::<Metrics>()?.clone();
         metrics.subscriptions(1);
         let active = Active(metrics);
-        let feed = crate::feed::feed(store, events, thread, after);
+        let feed = crate::feed::feed(store, events, thread, after, watcher);
         Ok(feed.take_until(stop.cancelled_owned()).map(move |m| {
-            let _ = &active;
+            let _ = (&active, &slot);
             MessageNode(m)
         }))
     }

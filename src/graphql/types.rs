@@ -125,6 +125,11 @@ impl MessageNode {
     async fn client_message_id(&self) -> Option<&str> {
         self.0.client_message_id.as_deref()
     }
+    /// Who saved it: the `sub` of the token it was saved with (null
+    /// without authentication). Never taken from the client.
+    async fn author_id(&self) -> Option<&str> {
+        self.0.author_id.as_deref()
+    }
     /// Position in the thread; unique and increasing within it.
     async fn created_at(&self) -> DateTime {
         DateTime(self.0.created_at)

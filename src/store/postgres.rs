@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::domain::{Message, MessageId, OrderKey, Role, Timestamp};
 use crate::metrics::{Metrics, Tier};
 
+mod access;
 mod reads;
 mod writes;
 
@@ -65,7 +66,7 @@ pub struct PgTier {
     metrics: Metrics,
 }
 
-const COLUMNS: &str = "id, thread_id, role, content, metadata, client_message_id, created_at";
+const COLUMNS: &str = "id, thread_id, role, content, metadata, client_message_id, created_at, author_id";
 
 fn row_to_message(r: &Row) -> Result<Message, PgFault> {
     let role: String = r.try_get(2).map_err(PgFault::from)?;
@@ -77,6 +78,7 @@ fn row_to_message(r: &Row) -> Result<Message, PgFault> {
         content: r.try_get(3).map_err(PgFault::from)?,
         metadata: r.try_get(4).map_err(PgFault::from)?,
         client_message_id: r.try_get(5).map_err(PgFault::from)?,
+        author_id: r.try_get(7).map_err(PgFault::from)?,
         created_at: Timestamp::from_datetime(created),
         persisted: true,
     })

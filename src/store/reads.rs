@@ -211,6 +211,7 @@ mod tests {
             content: format!("m{us}"),
             metadata: None,
             client_message_id: None,
+            author_id: None,
             created_at: Timestamp::from_micros(us),
             persisted,
         }

@@ -1,4 +1,5 @@
-//! After a failover, PostgreSQL holds messages Redis never saw. Before Redis
+//! After a failover, PostgreSQL holds messages Redis never saw (and maybe
+//! membership changes its access cache missed: those entries are dropped). Before Redis
 //! takes writes again, each affected thread's Redis state is corrected:
 //! idempotency keys restored (a retry must not store a second copy), `last`
 //! createdAt raised (order stays total) and the index marked cold (reads
@@ -64,6 +65,11 @@ impl Default for ReconcileState {
 }
 
 impl ReconcileState {
+    /// A membership change Redis could not be told about.
+    pub fn missed_change(&self) {
+        self.written.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// A failover write is about to start: hold the guard until it is
     /// done. Counted now, not after COMMIT, so that a request routed to
     /// Redis meanwhile waits for it and reconciles it first.
@@ -145,6 +151,13 @@ impl MessageStore {
         let target = self.reconcile.written.load(Ordering::Acquire);
         let pg = |e: super::postgres::PgFault| ReconcileError::Postgres(e.to_string());
         loop {
+            for (thread, version) in self.pg.dirty_acls().await.map_err(pg)? {
+                self.redis
+                    .acl_changed(&thread, version, self.config.cache_ttl_s)
+                    .await
+                    .map_err(|e| ReconcileError::Redis(e.to_string()))?;
+                self.pg.acl_cleaned(&thread, version).await.map_err(pg)?;
+            }
             let pending = self.pg.pending_reconcile().await.map_err(pg)?;
             if pending.is_empty() {
                 self.reconcile.done.fetch_max(target, Ordering::AcqRel);

@@ -7,6 +7,7 @@
 //! configured timeout (default 100 ms) so a paused or blackholed Redis turns
 //! into a fast [`RedisFault`] the circuit breaker can count, never a hang.
 
+mod acl;
 pub mod keys;
 pub mod maintenance;
 pub mod messages;

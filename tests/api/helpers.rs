@@ -114,6 +114,9 @@ impl TestApp {
         .into();
         settings.persist.persister_enabled = opts.persister;
         settings.persist.consumer_name = Some(format!("test-{}", std::process::id()));
+        // Storage behaviour is tested without authentication; `security.rs`
+        // turns it on.
+        settings.auth.auth_mode = threadstore::config::AuthMode::None;
         (opts.tweak)(&mut settings);
         Self::start(settings, redis, pg, db, redis_proxy, pg_proxy).await
     }

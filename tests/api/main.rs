@@ -6,10 +6,13 @@ mod helpers;
 mod support;
 
 mod bad_input;
+mod edges;
 mod failover;
 mod messages;
 mod pagination;
 mod persistence;
+mod security;
 mod shutdown;
 mod startup;
 mod subscriptions;
+mod ws_protocol;

@@ -63,6 +63,7 @@ impl Service {
                 ("DATABASE_URL", db_url),
                 ("LISTEN_ADDR", addr.to_string()),
                 ("CONSUMER_NAME", consumer.to_owned()),
+                ("AUTH_MODE", "none".to_owned()),
                 ("PERSIST_CLAIM_IDLE_MS", "2000".to_owned()),
                 ("RUST_LOG", "info".to_owned()),
             ],

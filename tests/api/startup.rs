@@ -1,7 +1,10 @@
 //! Start-up checks: a Redis that can lose acknowledged saves is refused
 //! unless the risk is accepted explicitly; migrations run at start.
 
-use threadstore::{config::Settings, startup::Application};
+use threadstore::{
+    config::{AuthMode, Settings},
+    startup::Application,
+};
 
 use crate::support::{PostgresServer, RedisServer};
 
@@ -11,6 +14,7 @@ fn settings(redis: &RedisServer) -> Settings {
     s.redis.redis_url = redis.url().into();
     s.database.database_url = PostgresServer::shared().create_database().into();
     s.persist.persister_enabled = false;
+    s.auth.auth_mode = AuthMode::None;
     s
 }
 
@@ -48,4 +52,16 @@ async fn migrates_at_start_and_serves_without_redis() {
     let name = db.rsplit('/').next().expect("db name");
     let tables = PostgresServer::shared().psql(name, "SELECT count(*) FROM messages");
     assert_eq!(tables.trim(), "0", "migrations created the schema");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_mode_refuses_to_start_without_a_key() {
+    let redis = RedisServer::start();
+    let mut s = settings(&redis);
+    s.auth.auth_mode = AuthMode::Jwt;
+    let err = build_error(s.clone()).await.expect("no key: must refuse to start");
+    assert!(err.contains("JWT_SECRET"), "{err}");
+    s.auth.jwt_secret = Some("short".to_string().into());
+    let err = build_error(s).await.expect("a short secret is refused");
+    assert!(err.contains("32 bytes"), "{err}");
 }

@@ -75,6 +75,8 @@ impl Cluster {
             ("REDIS_URL".to_owned(), self.redis_url()),
             ("DATABASE_URL".to_owned(), self.database_url()),
             ("CONSUMER_NAME".to_owned(), name.to_owned()),
+            // The suite tests storage; authentication has its own tests.
+            ("AUTH_MODE".to_owned(), "none".to_owned()),
             // Short enough that claims and breaker cycles fit in a scenario.
             ("PERSIST_CLAIM_IDLE_MS".to_owned(), "3000".to_owned()),
             ("BREAKER_COOLDOWN_MS".to_owned(), "1000".to_owned()),

@@ -24,11 +24,12 @@ impl PgTier {
         let metas: Vec<Option<&serde_json::Value>> = batch.iter().map(|m| m.metadata.as_ref()).collect();
         let keys: Vec<Option<&str>> = batch.iter().map(|m| m.client_message_id.as_deref()).collect();
         let created: Vec<OffsetDateTime> = batch.iter().map(|m| m.created_at.to_datetime()).collect();
+        let authors: Vec<Option<&str>> = batch.iter().map(|m| m.author_id.as_deref()).collect();
         self.with_client("insert_batch", async |c| {
             let n = c
                 .query_typed(
-                    "INSERT INTO messages (thread_id, id, role, content, metadata, client_message_id, created_at)
-                     SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[])
+                    "INSERT INTO messages (thread_id, id, role, content, metadata, client_message_id, created_at, author_id)
+                     SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[], $8::text[])
                      ON CONFLICT DO NOTHING RETURNING id",
                     &[
                         (&threads, Type::TEXT_ARRAY),
@@ -38,6 +39,7 @@ impl PgTier {
                         (&metas, Type::JSONB_ARRAY),
                         (&keys, Type::TEXT_ARRAY),
                         (&created, Type::TIMESTAMPTZ_ARRAY),
+                        (&authors, Type::TEXT_ARRAY),
                     ],
                 )
                 .await?;
@@ -81,8 +83,8 @@ impl PgTier {
             let inserted = tx
                 .query_typed(
                     &format!(
-                        "INSERT INTO messages (thread_id, id, role, content, metadata, client_message_id, created_at, needs_reconcile)
-                         SELECT $1, $2, $3, $4, $5, $6, GREATEST(
+                        "INSERT INTO messages (thread_id, id, role, content, metadata, client_message_id, author_id, created_at, needs_reconcile)
+                         SELECT $1, $2, $3, $4, $5, $6, $7, GREATEST(
                              date_trunc('microseconds', clock_timestamp()),
                              (SELECT max(created_at) FROM messages WHERE thread_id = $1) + interval '1 microsecond'), true
                          RETURNING {COLUMNS}"
@@ -94,6 +96,7 @@ impl PgTier {
                         (&m.content.as_str(), Type::TEXT),
                         (&meta, Type::JSONB),
                         (&key, Type::TEXT),
+                        (&m.author_id.as_deref(), Type::TEXT),
                     ],
                 )
                 .await?;

@@ -11,6 +11,7 @@
 //! | `ts:{T}:k:<clientMessageId>` | string | idempotency TTL (24 h) | message id |
 //! | `ts:loc:<id>` | string | none until persisted | thread id, for `message(id)` |
 //! | `ts:persist` | stream | entries deleted after COMMIT + XACK | message JSON, consumer group `persisters` |
+//! | `ts:{T}:acl` | hash | cache TTL | `v` version, `o` owner, `u:<user>` membership (cache of PostgreSQL's `thread_acl`/`thread_members`) |
 //! | `ts:deadletter` | stream | none | entries that failed persistence N times |
 //! | channel `ts:ev:<T>` | pub/sub | - | `prev|body` wake-up per saved message |
 //!
@@ -61,4 +62,14 @@ pub fn locator(id: &MessageId) -> String {
 /// Event channel of a thread.
 pub fn channel(t: &str) -> String {
     format!("{EVENT_PREFIX}{t}")
+}
+/// Cached access of a thread: `v` version, `o` owner (`""`: none),
+/// `u:<user>` `1`/`0` membership (see `store/access.rs`).
+pub fn acl(t: &str) -> String {
+    format!("ts:{{{t}}}:acl")
+}
+/// Pub/sub payload that ends `user`'s subscriptions to a thread (a saved
+/// message's payload starts with a digit or `?`, never `!`).
+pub fn revoke_payload(user: &str) -> String {
+    format!("!revoke|{user}")
 }

@@ -18,6 +18,8 @@ pub struct Wire {
     m: Option<serde_json::Value>,
     #[serde(default)]
     k: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    a: Option<String>,
 }
 
 impl Wire {
@@ -30,6 +32,7 @@ impl Wire {
             b: m.content.as_str().to_owned(),
             m: m.metadata.as_ref().map(|v| v.as_value().clone()),
             k: m.client_message_id.as_ref().map(|k| k.as_str().to_owned()),
+            a: m.author_id.clone(),
         }
     }
 
@@ -42,6 +45,7 @@ impl Wire {
             b: m.content.clone(),
             m: m.metadata.clone(),
             k: m.client_message_id.clone(),
+            a: m.author_id.clone(),
         }
     }
 
@@ -54,6 +58,7 @@ impl Wire {
             content: self.b,
             metadata: self.m,
             client_message_id: self.k,
+            author_id: self.a,
             created_at: Timestamp::from_micros(self.c?),
             persisted,
         })

@@ -42,6 +42,8 @@ pub enum WsEvent {
     Complete(String),
     /// A close frame, the end of the stream or a transport error.
     Closed(String),
+    /// An `error` message, or a `next` carrying errors: the whole message.
+    Error(Value),
 }
 
 /// One WebSocket connection, initialised (`connection_ack` received).
@@ -59,6 +61,15 @@ impl WsClient {
     /// Like [`WsClient::connect`]; a small `recv_buffer` (SO_RCVBUF) makes the
     /// server's writes block soon after the client stops reading.
     pub async fn connect_with(addr: SocketAddr, protocol: WsProtocol, recv_buffer: Option<u32>) -> WsClient {
+        Self::open(addr, protocol, recv_buffer, json!({})).await
+    }
+
+    /// Like [`WsClient::connect`], with `payload` in `connection_init` (a token).
+    pub async fn connect_with_payload(addr: SocketAddr, protocol: WsProtocol, payload: Value) -> WsClient {
+        Self::open(addr, protocol, None, payload).await
+    }
+
+    async fn open(addr: SocketAddr, protocol: WsProtocol, recv_buffer: Option<u32>, payload: Value) -> WsClient {
         let mut req = format!("ws://{addr}/graphql").into_client_request().expect("valid ws request");
         req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol.name()));
         let socket = TcpSocket::new_v4().expect("tcp socket");
@@ -68,7 +79,7 @@ impl WsClient {
         let tcp = socket.connect(addr).await.expect("tcp connect to the service");
         let (ws, _) = tokio_tungstenite::client_async(req, tcp).await.expect("websocket handshake");
         let mut client = WsClient { ws, protocol };
-        client.send(json!({ "type": "connection_init", "payload": {} })).await;
+        client.send(json!({ "type": "connection_init", "payload": payload })).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let frame = tokio::time::timeout_at(deadline, client.ws.next()).await.expect("connection_ack within 10 s");
@@ -118,9 +129,12 @@ impl WsClient {
                 "pong" | "ka" | "connection_ack" => {}
                 "next" | "data" => {
                     let payload = &v["payload"];
-                    assert!(payload.get("errors").is_none_or(Value::is_null), "subscription error: {v}");
+                    if payload.get("errors").is_some_and(|e| !e.is_null()) {
+                        return Some(WsEvent::Error(v));
+                    }
                     return Some(WsEvent::Data(payload["data"].clone()));
                 }
+                "error" => return Some(WsEvent::Error(v)),
                 "complete" => return Some(WsEvent::Complete(v["id"].as_str().unwrap_or_default().to_owned())),
                 _ => panic!("unexpected server message: {v}"),
             }
