@@ -9,7 +9,12 @@ use std::sync::Arc;
 
 use super::guard::check;
 use super::types::MessageNode;
-use crate::auth::access::Action;
+use std::time::Duration;
+
+use crate::auth::{
+    access::{authorize, Action},
+    Caller,
+};
 use crate::domain::{Cursor, ThreadId};
 use crate::error::Error;
 use crate::events::Events;
@@ -51,10 +56,29 @@ impl SubscriptionRoot {
         let metrics = ctx.data::<Metrics>()?.clone();
         metrics.subscriptions(1);
         let active = Active(metrics);
+        let recheck = recheck(store.clone(), caller.clone(), thread.clone());
         let feed = crate::feed::feed(store, events, thread, after, watcher);
-        Ok(feed.take_until(stop.cancelled_owned()).map(move |m| {
+        Ok(feed.take_until(stop.cancelled_owned()).take_until(recheck).map(move |m| {
             let _ = (&active, &slot);
             MessageNode(m)
         }))
+    }
+}
+
+/// How often a live subscription re-checks its subscriber's membership.
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// Completes when the caller is no longer a member of `thread`: the
+/// backstop for a removal whose pub/sub notice this instance missed (Redis
+/// was down, or the removal happened on another instance meanwhile).
+async fn recheck(store: MessageStore, caller: Caller, thread: ThreadId) {
+    if caller.principal().is_none_or(|p| p.service) {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(RECHECK).await;
+        if let Err(Error::Forbidden) = authorize(&store, &caller, &thread, Action::Read).await {
+            return;
+        }
     }
 }
