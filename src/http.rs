@@ -45,7 +45,7 @@ use crate::config::LimitSettings;
 use crate::graphql::{loader, Api};
 use crate::metrics::prometheus;
 use crate::store::MessageStore;
-use negotiate::{error_response, graphql_response, Media};
+use negotiate::{error_response, graphql_response, Media, Refusal};
 
 /// Shared request state: cheap handles only.
 #[derive(Clone)]
@@ -95,14 +95,14 @@ fn request_data(store: &MessageStore, caller: Option<Caller>) -> Data {
 }
 
 /// The caller named by the `Authorization` header, or the 401 to send.
-fn authenticate(state: &AppState, headers: &HeaderMap, media: Media) -> Result<Caller, Response> {
+fn authenticate(state: &AppState, headers: &HeaderMap, media: Media) -> Result<Caller, Refusal> {
     let header = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
     state.auth.authenticate_header(header).map_err(|e| {
         tracing::info!(error = %e, "request not authenticated");
         let mut r =
             error_response(media, StatusCode::UNAUTHORIZED, "a valid bearer token is required", "UNAUTHENTICATED");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        r
+        Box::new(r)
     })
 }
 
@@ -113,14 +113,14 @@ async fn graphql_post(
 ) -> Response {
     let media = match negotiate::accept(&headers) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = negotiate::content_type(&headers, media) {
-        return r;
+        return *r;
     }
     let caller = match authenticate(&state, &headers, media) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let req = match req {
         Ok(r) => r.into_inner(),
@@ -144,11 +144,11 @@ async fn graphql_get(
     }
     let media = match negotiate::accept(&headers) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let caller = match authenticate(&state, &headers, media) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let req = match parse_query_string(query.as_deref().unwrap_or_default()) {
         Ok(r) => r,
@@ -174,7 +174,7 @@ fn websocket(state: AppState, headers: HeaderMap, protocol: GraphQLProtocol, upg
     let header_caller = match headers.get(header::AUTHORIZATION) {
         Some(_) => match authenticate(&state, &headers, Media::Json) {
             Ok(c) => Some(c),
-            Err(r) => return r,
+            Err(r) => return *r,
         },
         None => None,
     };

@@ -8,6 +8,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+/// A request refused before GraphQL runs: the response to send (boxed, as
+/// it is large and the happy path carries none).
+pub type Refusal = Box<Response>;
+
 /// The response media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Media {
@@ -31,7 +35,7 @@ const JSON: &str = "application/json";
 
 /// Picks the media type from `Accept` (none: `application/json`); 406 when
 /// neither JSON type is acceptable.
-pub fn accept(headers: &HeaderMap) -> Result<Media, Response> {
+pub fn accept(headers: &HeaderMap) -> Result<Media, Refusal> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|h| h.to_str().ok()) else {
         return Ok(Media::Json);
     };
@@ -55,25 +59,27 @@ pub fn accept(headers: &HeaderMap) -> Result<Media, Response> {
     match (graphql, json) {
         (true, _) => Ok(Media::GraphqlResponse),
         (false, true) => Ok(Media::Json),
-        _ => Err((StatusCode::NOT_ACCEPTABLE, "accepts application/json or application/graphql-response+json")
-            .into_response()),
+        _ => Err(Box::new(
+            (StatusCode::NOT_ACCEPTABLE, "accepts application/json or application/graphql-response+json")
+                .into_response(),
+        )),
     }
 }
 
 /// Only JSON bodies: 415 for anything else (including the CSRF-able
 /// `text/plain`, form and multipart types) or no `Content-Type` at all.
-pub fn content_type(headers: &HeaderMap, media: Media) -> Result<(), Response> {
+pub fn content_type(headers: &HeaderMap, media: Media) -> Result<(), Refusal> {
     let ty = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or_default();
     let mime = ty.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     if mime == JSON || mime == GRAPHQL_RESPONSE {
         Ok(())
     } else {
-        Err(error_response(
+        Err(Box::new(error_response(
             media,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the body must be application/json",
             "UNSUPPORTED_MEDIA_TYPE",
-        ))
+        )))
     }
 }
 

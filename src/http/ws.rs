@@ -203,13 +203,12 @@ pub async fn serve(socket: WebSocket, conn: Connection) {
                     }
                     None => return,
                 },
-                msg = control.next() => match msg {
-                    Some(m @ Message::Close(_)) => {
-                        let _ = sink.send(m).await;
+                msg = control.next() => {
+                    let Some(m) = msg else { continue };
+                    let closing = matches!(m, Message::Close(_));
+                    if sink.send(m).await.is_err() || closing {
                         return;
                     }
-                    Some(m) => if sink.send(m).await.is_err() { return },
-                    None => {}
                 },
                 _ = writer_stop.cancelled() => break,
             }
