@@ -36,16 +36,54 @@ pg_run() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-# start_redis DIR PORT: Redis with AOF fsync on every write, no eviction,
-# loopback only, explicit flags (never Debian's packaged config).
-start_redis() {
-    local dir=$1 port=$2
+# The service's Redis ACL user: its own keys and channels, the command
+# groups it uses, and nothing administrative. -@dangerous comes after the
+# groups (it takes e.g. KEYS, FLUSHALL, SORT, MIGRATE, CLIENT KILL back out of
+# them); CONFIG GET is added back last because the server's start-up check
+# reads appendonly/appendfsync/maxmemory-policy (src/startup.rs).
+# @transaction: the store's atomic pipelines are MULTI/EXEC. TIME (in the
+# save script) is in no group but @fast, hence +time. PSUBSCRIBE
+# patterns are checked literally against channel rules, so the service's
+# pattern `ts:ev:*` (src/store/redis/keys.rs) is listed as it is. FUNCTION
+# and SCRIPT FLUSH (server-wide, unused: the service runs EVALSHA scripts)
+# are removed from @scripting.
+REDIS_ACL_RULES='resetchannels ~ts:* &ts:* &ts:ev:* -@all +@read +@write +@stream +@pubsub +@scripting +@transaction +@connection +ping +time -@dangerous -function -script|flush +config|get'
+
+# redis_password DIR: the service user's password, generated once per data
+# folder and kept in DIR/threadstore.pass (mode 600). Hex, so it needs no
+# escaping in a URL.
+redis_password() {
+    local dir=$1 file=$1/threadstore.pass
     mkdir -p "$dir"
+    if [ ! -s "$file" ]; then
+        (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$file")
+    fi
+    chmod 600 "$file"
+    cat "$file"
+}
+
+# start_redis DIR PORT: Redis with AOF fsync on every write, no eviction,
+# loopback only, explicit flags (never Debian's packaged config). The
+# `default` user is off, so a client must log in as `threadstore` (password
+# from redis_password DIR); the ACL file holds only the password's SHA-256.
+# `default` keeps all permissions although no one can log in as it: Redis
+# 7.0 replays the AOF as `default` and re-checks ACLs at EXEC, so a
+# restricted `default` silently drops every MULTI/EXEC block (the effects of
+# the save and persist scripts) when the AOF is loaded.
+start_redis() {
+    local dir=$1 port=$2 pass hash
+    mkdir -p "$dir"
+    pass=$(redis_password "$dir")
+    hash=$(printf %s "$pass" | sha256sum | cut -d' ' -f1)
+    (umask 077 && printf 'user default off resetpass ~* &* +@all\nuser threadstore on #%s %s\n' \
+        "$hash" "$REDIS_ACL_RULES" >"$dir/users.acl")
     redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes --dir "$dir" \
+        --aclfile "$dir/users.acl" \
         --appendonly yes --appendfsync always --maxmemory-policy noeviction --save "" \
-        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
-    for _ in $(seq 50); do
-        redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" || return 1
+    # Up to 60 s: loading a large AOF answers LOADING until it is done.
+    for _ in $(seq 600); do
+        [ "$(REDISCLI_AUTH=$pass redis-cli --user threadstore -p "$port" ping 2>/dev/null)" = PONG ] && return 0
         sleep 0.1
     done
     echo "redis did not start; see $dir/redis.log" >&2
@@ -76,7 +114,8 @@ stop_redis() {
 }
 
 # start_stack DIR: Redis and PostgreSQL on free ports under DIR, stopped when
-# the calling script exits; exports REDIS_URL and DATABASE_URL.
+# the calling script exits; exports REDIS_URL (as the `threadstore` ACL user)
+# and DATABASE_URL.
 start_stack() {
     STACK_DIR=$1
     mkdir -p "$STACK_DIR"
@@ -86,7 +125,7 @@ start_stack() {
     trap 'stop_stack' EXIT
     start_redis "$STACK_DIR/redis" "$redis_port"
     start_postgres "$STACK_DIR/pg" "$pg_port"
-    export REDIS_URL="redis://127.0.0.1:$redis_port"
+    export REDIS_URL="redis://threadstore:$(redis_password "$STACK_DIR/redis")@127.0.0.1:$redis_port"
     export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/threadstore"
 }
 

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 ensure_packages
 start_stack "${THREADSTORE_DATA:-$PWD/.local}"
 export LISTEN_ADDR=${LISTEN_ADDR:-127.0.0.1:8080}
-echo "redis: $REDIS_URL  postgres: $DATABASE_URL" >&2
+# The Redis password stays out of the terminal: it is in the data folder.
+echo "redis: ${REDIS_URL/threadstore:*@/threadstore:***@} (password: $STACK_DIR/redis/threadstore.pass)" >&2
+echo "postgres: $DATABASE_URL" >&2
 echo "GraphiQL: http://$LISTEN_ADDR/" >&2
 # Local use: authentication off (the server prints a warning banner). For
 # tokens, run `threadstore serve` with AUTH_MODE=jwt and JWT_SECRET (README, Security).

@@ -8,7 +8,7 @@ pub mod loader;
 pub mod mutation;
 pub mod query;
 pub mod schema;
-mod shape;
+pub mod shape;
 pub mod subscription;
 pub mod types;
 

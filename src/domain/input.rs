@@ -143,7 +143,7 @@ impl ClientMessageId {
 }
 
 /// A principal id (a token's `sub`) named by a client, e.g. to add a
-/// member: 1-256 characters, no control characters.
+/// member: 1-256 bytes of UTF-8, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserId(String);
 

@@ -55,7 +55,7 @@ fn json_facts(v: &Value) -> JsonFacts {
     let (mut depth, mut max, mut in_str, mut has_nul, mut i) = (0usize, 0usize, false, false, 0usize);
     while i < b.len() {
         match (in_str, b[i]) {
-            (false, b'"') | (true, b'"') => in_str = !in_str,
+            (_, b'"') => in_str = !in_str,
             (false, b'{' | b'[') => {
                 depth += 1;
                 max = max.max(depth);

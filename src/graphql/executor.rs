@@ -72,6 +72,9 @@ impl Api {
         if request.query.len() > self.limits.max_bytes {
             return Err(too_complex(format!("query text is longer than {} bytes", self.limits.max_bytes)));
         }
+        if !super::shape::nesting_ok(&request.query) {
+            return Err(too_complex(format!("nested more than {} levels", super::shape::MAX_NESTING)));
+        }
         let doc = async_graphql::parser::parse_query(&request.query).map_err(|e| {
             let e = ServerError::new(e.to_string(), e.positions().next());
             let c = if e.message.contains("recursion limit") { code::QUERY_TOO_COMPLEX } else { code::PARSE_FAILED };

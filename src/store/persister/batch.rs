@@ -155,14 +155,18 @@ impl Persister {
         // Mark first: marking twice is harmless, but an entry acked and
         // deleted before its body is marked would leave the body without a
         // TTL and in the unpersisted set for good if the process died between.
+        // A failure is retried with backoff; logged at warn so that a
+        // lasting one (a Redis ACL without a needed command) is visible.
         if !self.unmarked.is_empty() {
-            if self.redis.mark_persisted(&self.unmarked, self.cache_ttl_s).await.is_err() {
+            if let Err(e) = self.redis.mark_persisted(&self.unmarked, self.cache_ttl_s).await {
+                tracing::warn!(error = %e, entries = self.unmarked.len(), "marking persisted messages failed; retrying");
                 return false;
             }
             self.unmarked.clear();
         }
         if !self.unacked.is_empty() {
-            if self.redis.ack_delete(&self.unacked).await.is_err() {
+            if let Err(e) = self.redis.ack_delete(&self.unacked).await {
+                tracing::warn!(error = %e, entries = self.unacked.len(), "acknowledging persisted entries failed; retrying");
                 return false;
             }
             self.unacked.clear();
