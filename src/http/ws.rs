@@ -190,8 +190,21 @@ pub async fn serve(socket: WebSocket, conn: Connection) {
 
     let writer_stop = stop.clone();
     let writer = async move {
+        // The reader's frames first (a close frame must not lose the race
+        // against the engine finishing), until the reader is gone.
+        let mut control_open = true;
         loop {
             tokio::select! {
+                biased;
+                msg = control.next(), if control_open => match msg {
+                    Some(m) => {
+                        let closing = matches!(m, Message::Close(_));
+                        if sink.send(m).await.is_err() || closing {
+                            return;
+                        }
+                    }
+                    None => control_open = false,
+                },
                 msg = engine_out.next() => match msg {
                     Some(m) => {
                         if let Message::Text(t) = &m {
@@ -199,16 +212,18 @@ pub async fn serve(socket: WebSocket, conn: Connection) {
                                 g.server(t);
                             }
                         }
-                        if sink.send(m).await.is_err() { return }
+                        if sink.send(m).await.is_err() {
+                            return;
+                        }
                     }
-                    None => return,
-                },
-                msg = control.next() => {
-                    let Some(m) = msg else { continue };
-                    let closing = matches!(m, Message::Close(_));
-                    if sink.send(m).await.is_err() || closing {
+                    None if control_open => {
+                        // The engine is done; the reader may still queue its close frame.
+                        if let Ok(Some(m)) = tokio::time::timeout(CLOSE_GRACE, control.next()).await {
+                            let _ = sink.send(m).await;
+                        }
                         return;
                     }
+                    None => return,
                 },
                 _ = writer_stop.cancelled() => break,
             }
@@ -232,11 +247,20 @@ pub async fn serve(socket: WebSocket, conn: Connection) {
         stop.cancelled().await;
         tokio::time::sleep(CLOSE_GRACE + CLOSE_TIMEOUT).await;
     };
-    // The writer ends the connection: after a close frame, when the client
-    // is gone, or at shutdown.
+    tokio::pin!(writer);
+    let session = async { tokio::join!(reader, engine) };
+    tokio::pin!(session);
     tokio::select! {
-        _ = writer => {},
-        _ = async { tokio::join!(reader, engine) } => {},
-        _ = bounded => {},
+        // The client side ended (it left, or the reader queued a close
+        // frame): let the writer send what is queued.
+        _ = &mut session => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+        }
+        // The writer sent a close frame (or the socket broke): give the
+        // client a moment to answer it.
+        _ = &mut writer => {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut session).await;
+        }
+        _ = bounded => {}
     }
 }

@@ -214,3 +214,20 @@ async fn a_request_past_its_deadline_is_408() {
     assert_eq!(status, 408, "{text}");
     app.pg_proxy.as_ref().expect("pg proxy").heal();
 }
+
+/// Thousands of nested brackets in an argument would overflow the parser's
+/// stack (it recurses on values without a limit) and abort the process.
+#[tokio::test]
+async fn deeply_nested_values_are_refused_and_the_server_survives() {
+    let app = TestApp::spawn().await;
+    let deep =
+        format!("{{ thread(id: \"t\") {{ messages(limit: {}1{}) {{ id }} }} }}", "[".repeat(3000), "]".repeat(3000));
+    let (status, _, body) = post_query(&app, "application/json", &deep).await;
+    assert_eq!((status, error_code(&body).as_str()), (200, "QUERY_TOO_COMPLEX"), "{body}");
+    let url = reqwest::Url::parse_with_params(&format!("http://{}/graphql", app.addr), [("query", deep.as_str())])
+        .expect("url");
+    let get = app.http.get(url).send().await.expect("GET still answered");
+    assert!(get.status().is_success() || get.status().is_client_error(), "{}", get.status());
+    let (status, _, body) = post_query(&app, "application/json", "{ thread(id: \"t\") { messageCount } }").await;
+    assert_eq!((status, &body["data"]["thread"]["messageCount"]), (200, &json!(0)), "still serving: {body}");
+}

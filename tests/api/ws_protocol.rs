@@ -102,11 +102,11 @@ async fn ending(ws: &mut Ws) -> End {
     }
 }
 
-/// The code of the close frame the server sends.
-async fn close_code(ws: &mut Ws) -> u16 {
+/// The code of the close frame the server sends (`what`: the case, for the message).
+async fn close_code(ws: &mut Ws, what: &str) -> u16 {
     match ending(ws).await {
         End::Close(code) => code,
-        other => panic!("expected a close frame, got {other:?}"),
+        other => panic!("{what}: expected a close frame, got {other:?}"),
     }
 }
 
@@ -116,7 +116,7 @@ async fn no_init_in_time_is_4408() {
         TestApp::spawn_with(Options { tweak: Box::new(|s| s.limits.ws_init_timeout_ms = 300), ..Default::default() })
             .await;
     let mut ws = open(app.addr).await;
-    assert_eq!(close_code(&mut ws).await, 4408);
+    assert_eq!(close_code(&mut ws, "no connection_init").await, 4408);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,27 +127,27 @@ async fn protocol_violations_get_their_close_codes() {
     let mut ws = open(app.addr).await;
     init(&mut ws, None).await;
     send(&mut ws, json!({ "type": "connection_init", "payload": {} })).await;
-    assert_eq!(close_code(&mut ws).await, 4429, "second connection_init");
+    assert_eq!(close_code(&mut ws, "second connection_init").await, 4429);
 
     let mut ws = open(app.addr).await;
     subscribe(&mut ws, "1").await;
-    assert_eq!(close_code(&mut ws).await, 4401, "subscribe before connection_init");
+    assert_eq!(close_code(&mut ws, "subscribe before connection_init").await, 4401);
 
     let mut ws = open(app.addr).await;
     init(&mut ws, Some(json!({}))).await;
     subscribe(&mut ws, "dup").await;
     subscribe(&mut ws, "dup").await;
-    assert_eq!(close_code(&mut ws).await, 4409, "the same id twice");
+    assert_eq!(close_code(&mut ws, "the same id twice").await, 4409);
 
     let mut ws = open(app.addr).await;
     init(&mut ws, None).await;
     send_text(&mut ws, "this is not json").await;
-    assert_eq!(close_code(&mut ws).await, 4400, "not JSON");
+    assert_eq!(close_code(&mut ws, "not JSON").await, 4400);
 
     let mut ws = open(app.addr).await;
     init(&mut ws, None).await;
     send(&mut ws, json!({ "type": "bogus", "id": "1" })).await;
-    assert_eq!(close_code(&mut ws).await, 4400, "unknown type");
+    assert_eq!(close_code(&mut ws, "unknown type").await, 4400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +266,7 @@ async fn connection_init_is_authenticated_in_jwt_mode() {
     ] {
         let mut ws = open(app.addr).await;
         send(&mut ws, init_msg).await;
-        assert_eq!(close_code(&mut ws).await, 4403, "{what}");
+        assert_eq!(close_code(&mut ws, what).await, 4403);
     }
 
     let mut ws = open(app.addr).await;
