@@ -6,8 +6,18 @@
 //! pub/sub reconnect, a resume with `after:` — re-reads everything after the
 //! last delivered message from the store, in thread order. Delivery is
 //! therefore exactly once and ordered whatever pub/sub loses or repeats.
+//!
+//! One exception, during a Redis outage: PostgreSQL alone answers the
+//! re-reads, and it can't show the messages Redis still holds unpersisted,
+//! which may be older than a failover write the feed delivers meanwhile.
+//! The feed notes where it went "blind", and once Redis answers again it
+//! re-reads that stretch and delivers what it missed: late, out of order,
+//! but never lost.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::{HashSet, VecDeque},
+    time::Duration,
+};
 
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
@@ -29,11 +39,22 @@ struct State {
     resume: bool,
     needs_fill: bool,
     buffer: VecDeque<Message>,
+    /// Set while re-reads are answered without Redis (see the module docs).
+    blind: Option<Blind>,
     /// Ids delivered lately. Across a failover transition one message can
     /// carry two createdAt values (Redis ran a save the service had already
     /// written to PostgreSQL after a timeout): never deliver an id twice.
     recent: VecDeque<MessageId>,
 }
+
+/// Where a feed went blind, and what it delivered since.
+struct Blind {
+    from: Option<OrderKey>,
+    delivered: HashSet<MessageId>,
+}
+
+/// Most ids remembered while blind (an outage of hours at full speed).
+const BLIND_IDS: usize = 100_000;
 
 /// How many delivered ids a subscriber remembers.
 const RECENT_IDS: usize = 1024;
@@ -57,6 +78,7 @@ pub fn feed(
         started: false,
         resume: after.is_some(),
         needs_fill: false,
+        blind: None,
         buffer: VecDeque::new(),
         recent: VecDeque::with_capacity(RECENT_IDS),
     };
@@ -66,7 +88,11 @@ pub fn feed(
                 if s.recent.contains(&m.id) {
                     continue;
                 }
-                s.last = Some(m.order_key());
+                if let Some(b) = s.blind.as_mut().filter(|b| b.delivered.len() < BLIND_IDS) {
+                    b.delivered.insert(m.id);
+                }
+                // A late message (caught up after an outage) leaves `last` as it is.
+                s.last = s.last.max(Some(m.order_key()));
                 if s.recent.len() == RECENT_IDS {
                     s.recent.pop_front();
                 }
@@ -92,7 +118,7 @@ pub fn feed(
                         continue; // already delivered
                     }
                     let expected = s.last.map(|l| l.created_at.micros()).unwrap_or(0);
-                    if prev == Some(expected) {
+                    if prev == Some(expected) && s.blind.is_none() {
                         s.buffer.push_back((*message).clone());
                     } else {
                         s.needs_fill = true;
@@ -113,8 +139,8 @@ impl State {
         let q = PageQuery::Range { order: Order::Desc, after: None, before: None, limit: 1 };
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.store.page_messages(&self.thread, q).await {
-                Ok(page) => return page.first().map(Message::order_key),
+            match self.store.feed_page(&self.thread, q).await {
+                Ok((page, _)) => return page.first().map(Message::order_key),
                 Err(e) => {
                     tracing::debug!(error = %e, "subscription tail read failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -128,16 +154,59 @@ impl State {
     /// subscription stays open and catches up when a tier is back).
     async fn fill(&mut self) {
         let q = PageQuery::Range { order: Order::Asc, after: self.last, before: None, limit: GAP_PAGE };
-        match self.store.page_messages(&self.thread, q).await {
-            Ok(page) => {
+        match self.store.feed_page(&self.thread, q).await {
+            Ok((page, with_redis)) => {
+                if !with_redis && self.blind.is_none() {
+                    self.blind = Some(Blind { from: self.last, delivered: HashSet::new() });
+                }
                 self.needs_fill = page.len() as u32 == GAP_PAGE;
                 let last = self.last;
                 self.buffer.extend(page.into_iter().filter(|m| last.is_none_or(|l| m.order_key() > l)));
+                if with_redis && self.blind.is_some() {
+                    self.catch_up().await;
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "subscription gap read failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+
+    /// Redis answers again: re-reads what was delivered while blind and
+    /// queues, first, the messages that were missing then (late).
+    async fn catch_up(&mut self) {
+        let Some(blind) = &self.blind else { return };
+        let mut after = blind.from;
+        let mut late = Vec::new();
+        loop {
+            let q = PageQuery::Range { order: Order::Asc, after, before: None, limit: GAP_PAGE };
+            let page = match self.store.feed_page(&self.thread, q).await {
+                Ok((page, true)) => page,
+                _ => return, // still blind: try again at the next re-read
+            };
+            let full = page.len() as u32 == GAP_PAGE;
+            let mut past_last = false;
+            for m in page {
+                after = Some(m.order_key());
+                if self.last.is_some_and(|l| m.order_key() > l) {
+                    past_last = true;
+                    break;
+                }
+                if !blind.delivered.contains(&m.id) && !self.recent.contains(&m.id) {
+                    late.push(m);
+                }
+            }
+            if past_last || !full {
+                break;
+            }
+        }
+        if !late.is_empty() {
+            tracing::info!(thread_id = %self.thread, late = late.len(), "delivering messages missed during a redis outage");
+        }
+        for m in late.into_iter().rev() {
+            self.buffer.push_front(m);
+        }
+        self.blind = None;
     }
 }

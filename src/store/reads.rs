@@ -49,30 +49,51 @@ impl MessageStore {
     /// A page of a thread.
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread))]
     pub async fn page(&self, thread: &ThreadId, q: PageQuery) -> Result<Page, StoreError> {
+        self.page_and_source(thread, q).await.map(|(page, _)| page)
+    }
+
+    /// A page, and whether Redis's view was part of it (false: PostgreSQL
+    /// alone answered, so messages Redis holds unpersisted may be missing).
+    async fn page_and_source(&self, thread: &ThreadId, q: PageQuery) -> Result<(Page, bool), StoreError> {
         self.metrics.read();
         let route = self.route().await;
         if route != Route::Fallback {
             match self.redis.read_index(thread, &q).await {
                 Ok(Some((_, ids))) => {
                     self.breaker.record(route, true);
-                    return Ok(Page::Keys(ids));
+                    return Ok((Page::Keys(ids), true));
                 }
                 Ok(None) => {
                     self.breaker.record(route, true);
                     if let Ok((unpersisted, gen)) = self.redis.unpersisted(thread).await {
-                        return self.cold_page(thread, q, unpersisted, gen).await.map(Page::Messages);
+                        let page = self.cold_page(thread, q, unpersisted, gen).await?;
+                        return Ok((Page::Messages(page), true));
                     }
                 }
                 Err(_) => self.breaker.record(route, false),
             }
         }
         let rows = self.pg.page(thread, &q).await.map_err(|_| StoreError::UNAVAILABLE)?;
-        Ok(Page::Messages(rows))
+        Ok((Page::Messages(rows), false))
     }
 
-    /// A page with bodies loaded (subscriptions and tests use this).
-    pub async fn page_messages(&self, thread: &ThreadId, q: PageQuery) -> Result<Vec<Message>, StoreError> {
-        match self.page(thread, q).await? {
+    /// A page for a live feed, which must never skip a message: an answer
+    /// PostgreSQL gave alone while Redis is in use (a passing fault: the
+    /// breaker is closed) may miss messages Redis holds unpersisted, and a
+    /// feed that moved past them would never deliver them. That is an error
+    /// here, so the feed retries. While the breaker is open, PostgreSQL's
+    /// answer is all there is (README: guarantees, limits).
+    /// The flag says whether Redis's view was part of the answer.
+    pub async fn feed_page(&self, thread: &ThreadId, q: PageQuery) -> Result<(Vec<Message>, bool), StoreError> {
+        let (page, with_redis) = self.page_and_source(thread, q).await?;
+        if !with_redis && self.breaker.is_closed() {
+            return Err(StoreError::UNAVAILABLE);
+        }
+        Ok((self.with_bodies(thread, page).await?, with_redis))
+    }
+
+    async fn with_bodies(&self, thread: &ThreadId, page: Page) -> Result<Vec<Message>, StoreError> {
+        match page {
             Page::Messages(m) => Ok(m),
             Page::Keys(ids) => {
                 let keys: Vec<_> = ids.iter().map(|id| (thread.clone(), *id)).collect();

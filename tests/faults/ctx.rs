@@ -45,7 +45,7 @@ pub struct Report {
 
 impl Report {
     pub fn valid(&self) -> bool {
-        self.queue.valid() && self.reads.valid(self.outage_reads) && self.subs.valid()
+        self.queue.valid() && self.reads.valid(self.outage_reads) && self.subs.valid(self.outage_reads)
     }
 
     /// The counts, on one line.
@@ -300,10 +300,19 @@ impl Ctx {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut subs = SubCheck::default();
-        for s in std::mem::take(&mut self.subscribers) {
+        for (i, s) in std::mem::take(&mut self.subscribers).into_iter().enumerate() {
             let (thread, start) = (s.thread.clone(), s.start_id.clone());
             let (received, reconnects) = s.finish().await;
+            // Kept with the history for a failed run's post-mortem.
+            let log = format!("thread {thread} from {start}\n{}\n", received.join("\n"));
+            let _ = std::fs::write(self.cluster.dir.join(format!("subscriber-{i}.txt")), log);
             subs.add(&received, &start, &stored.ids(&thread), reconnects);
+        }
+        if let Ok(rows) = self.cluster.sql(
+            "SELECT thread_id, id, created_at, persisted_at, content FROM messages ORDER BY thread_id, created_at, id",
+        ) {
+            let text: Vec<String> = rows.iter().map(|r| r.join(" ")).collect();
+            let _ = std::fs::write(self.cluster.dir.join("postgres.txt"), text.join("\n"));
         }
         let history = self.history.load()?;
         let queue = check_queue(&history, &stored);

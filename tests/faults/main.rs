@@ -53,7 +53,13 @@ impl Opts {
             match a.split_once('=').map_or((a.as_str(), None), |(k, v)| (k, Some(v))) {
                 ("--seed", v) => o.seed = value(v).and_then(|s| s.parse().ok()),
                 ("--soak", Some(v)) => o.soak = v.parse().unwrap_or(10),
-                ("--soak", None) => o.soak = 10,
+                ("--soak", None) => match args.peek().and_then(|n| n.parse().ok()) {
+                    Some(n) => {
+                        o.soak = n;
+                        args.next();
+                    }
+                    None => o.soak = 10,
+                },
                 ("--list", _) => o.list = true,
                 // libtest flags that cargo passes to every test binary.
                 (flag, _) if flag.starts_with('-') => {}
