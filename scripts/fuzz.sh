@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
 # Fuzzes the edge parsers (fuzz/fuzz_targets: cursor decoding, GraphQL
-# request parsing + the domain validators) with cargo-fuzz / libFuzzer on
-# the nightly toolchain, each target for FUZZ_SECS seconds (default 30).
-# Installs cargo-fuzz (and nightly) when missing. Exits non-zero when a
+# request parsing + the domain validators) with cargo-fuzz / libFuzzer, each
+# target for FUZZ_SECS seconds (default 30). Installs cargo-fuzz when
+# missing. It runs on the machine's one (stable) toolchain: libFuzzer's
+# sanitizer flags are nightly-only, and RUSTC_BOOTSTRAP=1 lets stable rustc
+# accept them (no nightly toolchain can be fetched here). Exits non-zero when a
 # target crashes, panics, times out on one input or runs out of memory;
 # the failing input is left in fuzz/artifacts/<target>/. The corpus grows
 # in fuzz/corpus/<target>/ across runs. Reproduce a failure with
-#   cd fuzz && cargo +nightly fuzz run <target> artifacts/<target>/<file>
+#   cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run <target> artifacts/<target>/<file>
 # Extra arguments go to libFuzzer (e.g. -jobs=4).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 FUZZ_SECS=${FUZZ_SECS:-30}
-rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+export RUSTC_BOOTSTRAP=1
+cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 
 # One build for all targets, so the time budget below is spent fuzzing.
-cargo +nightly fuzz build
+cargo fuzz build
 failed=()
-for target in $(cargo +nightly fuzz list); do
+for target in $(cargo fuzz list); do
     echo "== fuzz $target for ${FUZZ_SECS}s" >&2
     # -timeout: one input running 10 s is a hang, reported as a failure.
-    if ! cargo +nightly fuzz run "$target" -- -max_total_time="$FUZZ_SECS" -timeout=10 -print_final_stats=1 "$@"; then
+    if ! cargo fuzz run "$target" -- -max_total_time="$FUZZ_SECS" -timeout=10 -print_final_stats=1 "$@"; then
         failed+=("$target")
     fi
 done
