@@ -34,9 +34,12 @@ pub enum RedisFault {
     /// No answer within the timeout.
     #[error("redis call timed out")]
     Timeout,
-    /// Connection refused, reset or dropped.
+    /// Connection reset or dropped (a command may have been sent).
     #[error("redis connection failed: {0}")]
     Connection(String),
+    /// No connection could be made: nothing was sent.
+    #[error("redis unreachable: {0}")]
+    Unreachable(String),
     /// Redis answered with an error (`OOM`, `MISCONF`, `LOADING`, ...).
     #[error("redis replied with an error: {0}")]
     Reply(String),
@@ -49,6 +52,8 @@ impl RedisFault {
     fn from_error(e: redis::RedisError) -> Self {
         if e.is_timeout() {
             RedisFault::Timeout
+        } else if e.is_connection_refusal() {
+            RedisFault::Unreachable(e.to_string())
         } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
             RedisFault::Connection(e.to_string())
         } else {

@@ -152,6 +152,10 @@ async fn neither_tier_returns_storage_unavailable_and_stores_nothing() {
         .expect("the save must fail in bounded time, not hang");
     assert_eq!(error_code(&r), "STORAGE_UNAVAILABLE", "{r}");
     assert!(r["data"].is_null() || r["data"]["saveMessage"].is_null(), "{r}");
+    let message = r["errors"][0]["message"].as_str().unwrap_or_default().to_lowercase();
+    for internal in ["postgres", "redis", "select", "insert", "connection", "sql", "panicked", ".rs:"] {
+        assert!(!message.contains(internal), "internal text {internal:?} reached the client: {message}");
+    }
 
     tokio::task::block_in_place(|| {
         app.redis.restart();
