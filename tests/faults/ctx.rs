@@ -7,9 +7,10 @@ use anyhow::Context;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::checker::{check_queue, check_reads, QueueCheck, ReadCheck, Stored, SubCheck};
+use crate::checker::{check_queue, check_reads, Stored, SubCheck};
 use crate::cluster::{Cluster, Layout};
 use crate::history::{History, Kind};
+pub use crate::report::Report;
 use crate::subscriber::Subscriber;
 use crate::workload::{self, Load, LoadConfig, Outcome};
 
@@ -32,53 +33,6 @@ pub struct Ctx {
     subscribers: Vec<Subscriber>,
     harness_n: u64,
     load_generation: u32,
-}
-
-/// What a scenario found.
-pub struct Report {
-    pub queue: QueueCheck,
-    pub reads: ReadCheck,
-    pub subs: SubCheck,
-    pub faults: u32,
-    pub outage_reads: bool,
-}
-
-impl Report {
-    pub fn valid(&self) -> bool {
-        self.queue.valid() && self.reads.valid(self.outage_reads) && self.subs.valid(self.outage_reads)
-    }
-
-    /// The counts, on one line.
-    pub fn counts(&self) -> String {
-        let (q, r, s) = (&self.queue, &self.reads, &self.subs);
-        format!(
-            "acked={} lost={} duplicated={} unexpected={} recovered={} failed={} refused={} failed_but_stored={} wrong_id={} \
-             info={} faults={} reads={} stale={} gaps={} vanished={} reordered={} subscribers={} delivered={} \
-             sub_missing={} sub_dup={} sub_order={} reconnects={}",
-            q.acked,
-            q.lost,
-            q.duplicated,
-            q.unexpected,
-            q.recovered,
-            q.failed,
-            q.refused,
-            q.failed_but_stored,
-            q.wrong_id,
-            q.info,
-            self.faults,
-            r.reads,
-            r.stale,
-            r.gaps,
-            r.vanished,
-            r.reordered,
-            s.subscribers,
-            s.delivered,
-            s.missing,
-            s.duplicated,
-            s.out_of_order,
-            s.reconnects,
-        )
-    }
 }
 
 impl Ctx {

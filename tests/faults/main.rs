@@ -22,6 +22,7 @@ mod checker;
 mod cluster;
 mod ctx;
 mod history;
+mod report;
 mod scenarios;
 mod service;
 mod subscriber;
