@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{error_code, TestApp};
+use crate::helpers::{error_code, Options, TestApp};
 
 fn nested(depth: usize) -> Value {
     let mut v = json!({});
@@ -121,9 +121,17 @@ async fn malformed_and_oversized_queries_get_their_codes() {
     let r = app.gql(INTROSPECTION, json!({})).await;
     assert!(r.get("errors").is_none(), "introspection must work: {r}");
     assert!(r["data"]["__schema"]["types"].as_array().is_some_and(|t| !t.is_empty()));
+}
 
-    // An oversized body is refused before parsing.
-    let huge = "x".repeat(2 * 1024 * 1024);
+#[tokio::test]
+async fn an_oversized_body_is_413_and_stores_nothing() {
+    // A small limit, so the whole body fits in the socket buffers: the
+    // server answers before reading it, and a client still writing a
+    // multi-megabyte body could see a broken pipe instead of the answer.
+    let app =
+        TestApp::spawn_with(Options { tweak: Box::new(|s| s.limits.max_body_bytes = 16 * 1024), ..Options::default() })
+            .await;
+    let huge = "x".repeat(64 * 1024);
     let resp = app
         .http
         .post(app.url())

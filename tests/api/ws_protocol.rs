@@ -182,10 +182,16 @@ async fn subscriptions_past_the_cap_get_an_error_and_the_connection_stays() {
         ..Default::default()
     })
     .await;
+    // Subscribing after a first message: the save below can't race the
+    // subscriptions going live.
+    let first = app.save("t1", "first").await;
+    let after = first["cursor"].clone();
     let mut ws = open(app.addr).await;
     init(&mut ws, None).await;
+    let query = "subscription($a: String) { messageSaved(threadId: \"t1\", after: $a) { id } }";
     for id in ["1", "2", "3"] {
-        subscribe(&mut ws, id).await;
+        let payload = json!({ "query": query, "variables": { "a": after } });
+        send(&mut ws, json!({ "id": id, "type": "subscribe", "payload": payload })).await;
     }
     let v = recv(&mut ws).await;
     assert_eq!(v["type"], "error", "{v}");
