@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use backpressure::Backpressure;
 use breaker::{Breaker, Route};
 use postgres::{FailoverOutcome, PgFault, PgTier};
-use redis::{messages::SaveOutcome, RedisTier};
+use redis::{messages::SaveOutcome, RedisFault, RedisTier};
 
 /// Sort direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +201,14 @@ impl MessageStore {
         if route != Route::Fallback {
             let c = &self.config;
             let mut outcome = self.redis.save(&new, true, c).await;
+            if route == Route::Redis && matches!(outcome, Err(RedisFault::Timeout)) {
+                // One timeout on a Redis the breaker trusts is most often this
+                // process being descheduled (or frozen) past the deadline:
+                // ask once more before writing to PostgreSQL, where a copy
+                // would carry another clock's createdAt while other instances
+                // go on writing to Redis. The script is idempotent by id.
+                outcome = self.redis.save(&new, true, c).await;
+            }
             if let Ok(SaveOutcome::Cold) = outcome {
                 if let Some(found) = self.known_key(&new).await {
                     // Redis answered; this request ends here.

@@ -30,6 +30,13 @@ if now > tonumber(ARGV[12]) then
   return {'late'}
 end
 
+-- Idempotent by message id: a retry of a call whose answer was lost finds
+-- the message it stored and gets its createdAt back.
+local stored = redis.call('GET', body)
+if stored then
+  return {'ok', string.match(stored, '"c":(%d+)')}
+end
+
 if has_key then
   local original = redis.call('GET', idem)
   if original then
