@@ -234,6 +234,19 @@ pub struct LimitSettings {
     /// Most directives in one query.
     #[arg(long, env = "MAX_DIRECTIVES", default_value_t = 10)]
     pub max_directives: usize,
+    /// Most fields a query may expand to with its fragments inlined, over
+    /// all its operations and fragment definitions (GraphiQL's
+    /// introspection query expands to about 470).
+    #[arg(long, env = "MAX_QUERY_FIELDS", default_value_t = 2_000)]
+    pub max_query_fields: u64,
+    /// Heavy request phases (long texts, big documents) run at once on
+    /// blocking threads; default: the number of CPUs.
+    #[arg(long, env = "GRAPHQL_WORKERS")]
+    pub graphql_workers: Option<usize>,
+    /// Heavy requests that may wait for a worker; past this they get
+    /// `SERVICE_OVERLOADED` (HTTP 503).
+    #[arg(long, env = "GRAPHQL_QUEUE", default_value_t = 64)]
+    pub graphql_queue: usize,
     /// Serve introspection (GraphiQL needs it).
     #[arg(long, env = "INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub introspection: bool,
@@ -255,6 +268,11 @@ pub struct LimitSettings {
 }
 
 impl LimitSettings {
+    /// Heavy request phases run at once.
+    pub fn graphql_workers(&self) -> usize {
+        self.graphql_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1)
+    }
+
     /// Request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)

@@ -25,6 +25,8 @@ pub mod code {
     pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
     /// Depth, complexity, alias, directive or length limit exceeded.
     pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
+    /// The compute pool for heavy requests is full; retry shortly (HTTP 503).
+    pub const SERVICE_OVERLOADED: &str = "SERVICE_OVERLOADED";
     /// No valid credentials.
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     /// Not allowed on this thread (also for threads that do not exist).

@@ -1,7 +1,11 @@
 //! The GraphQL API (SPEC §3): schema assembly and limits in [`schema`],
 //! resolvers per root type, object types in [`types`], the per-request
-//! body loader in [`loader`], and the request wrapper (query cache, error codes) in [`executor`].
+//! body loader in [`loader`], and the request wrapper (query cache, cost limits, error codes) in [`executor`],
+//! the linear measure of a document in [`cost`] and where heavy request
+//! phases run in [`compute`].
 
+pub mod compute;
+pub mod cost;
 pub mod executor;
 mod guard;
 pub mod loader;
@@ -12,5 +16,6 @@ pub mod shape;
 pub mod subscription;
 pub mod types;
 
-pub use executor::{Api, TextLimits};
+pub use compute::ComputePool;
+pub use executor::{Api, NotAQuery, QueryLimits};
 pub use schema::{build_schema, sdl, AppSchema};

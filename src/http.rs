@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use async_graphql::{
     http::{parse_query_string, GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS},
-    parser::types::OperationType,
     Data, Executor,
 };
 use async_graphql_axum::{rejection::GraphQLRejection, GraphQLProtocol, GraphQLRequest};
@@ -42,7 +41,7 @@ use tracing::Level;
 
 use crate::auth::{Authenticator, Caller};
 use crate::config::LimitSettings;
-use crate::graphql::{loader, Api};
+use crate::graphql::{loader, Api, NotAQuery};
 use crate::metrics::prometheus;
 use crate::store::MessageStore;
 use negotiate::{error_response, graphql_response, Media, Refusal};
@@ -154,21 +153,14 @@ async fn graphql_get(
         Ok(r) => r,
         Err(e) => return error_response(media, StatusCode::BAD_REQUEST, &e.to_string(), "BAD_REQUEST"),
     };
-    // Parsed here only to find the operation type; a text the parser must
-    // not see is refused by `Api::execute` below.
-    let parsable = crate::graphql::shape::nesting_ok(&req.query);
-    if let Some(Ok(doc)) = parsable.then(|| async_graphql::parser::parse_query(&req.query)) {
-        if doc.operations.iter().any(|(_, op)| op.node.ty != OperationType::Query) {
-            return (
-                StatusCode::METHOD_NOT_ALLOWED,
-                [("allow", "POST")],
-                "mutations and subscriptions need POST or WebSocket",
-            )
-                .into_response();
+    let req = req.data(loader::per_request(state.store.clone())).data(caller);
+    match state.api.execute_query(req).await {
+        Ok(response) => graphql_response(media, response),
+        Err(NotAQuery) => {
+            (StatusCode::METHOD_NOT_ALLOWED, [("allow", "POST")], "mutations and subscriptions need POST or WebSocket")
+                .into_response()
         }
     }
-    let req = req.data(loader::per_request(state.store.clone())).data(caller);
-    graphql_response(media, state.api.execute(req).await)
 }
 
 /// Upgrades to a WebSocket within the connection cap. The token may come in

@@ -1,5 +1,7 @@
 //! `threadstore serve | migrate | schema`.
 
+use std::time::Duration;
+
 use clap::Parser;
 use threadstore::{
     config::{Cli, Command, LogFormat},
@@ -14,12 +16,24 @@ use threadstore::{
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// How long the exit waits for blocking threads still busy with a request
+/// phase (a heavy validation) after shutdown; they hold no state to drain.
+const BLOCKING_EXIT_GRACE: Duration = Duration::from_secs(1);
+
+fn main() -> anyhow::Result<()> {
     // Test builds only: crash points from the FAILPOINTS variable.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    match Cli::parse().command {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(run(Cli::parse().command));
+    // Dropping a runtime waits for every blocking thread without a bound;
+    // a request phase still computing there must not hold the exit.
+    runtime.shutdown_timeout(BLOCKING_EXIT_GRACE);
+    result
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(settings) => {
             telemetry::init(settings.log_format);
             let app = Application::build(*settings).await?;

@@ -321,6 +321,12 @@ impl Metrics {
         metrics::gauge!("threadstore_backpressure").set(if on { 1.0 } else { 0.0 });
     }
 
+    /// A request refused before it ran (`code`: `QUERY_TOO_COMPLEX`,
+    /// `SERVICE_OVERLOADED`); process-wide.
+    pub fn query_refused(code: &'static str) {
+        metrics::counter!("threadstore_requests_refused_total", "code" => code).increment(1);
+    }
+
     /// The pub/sub connection was lost and is being made again (process-wide,
     /// so no instance handle is needed).
     pub fn pubsub_reconnected() {

@@ -13,7 +13,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::auth::Authenticator;
 use crate::config::{RedisSettings, Settings};
 use crate::events::Events;
-use crate::graphql::{build_schema, Api, TextLimits};
+use crate::graphql::{build_schema, Api, ComputePool, QueryLimits};
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use crate::rate::RateLimits;
@@ -25,6 +25,9 @@ use crate::store::{
     MessageStore, StoreConfig,
 };
 
+/// How long shutdown waits, past the request deadline, for in-flight HTTP
+/// requests.
+const HTTP_DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// How long shutdown waits for tasks before giving up.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -85,10 +88,16 @@ impl Application {
         let rate = RateLimits::new(&settings.rate);
         let schema = build_schema(store.clone(), events.clone(), metrics.clone(), stop.clone(), rate, &settings.limits);
         let l = &settings.limits;
-        let text_limits =
-            TextLimits { max_bytes: l.max_query_bytes, max_aliases: l.max_aliases, max_directives: l.max_directives };
+        let query_limits = QueryLimits {
+            max_bytes: l.max_query_bytes,
+            max_aliases: l.max_aliases,
+            max_directives: l.max_directives,
+            max_fields: l.max_query_fields,
+            max_depth: l.max_query_depth,
+        };
+        let pool = ComputePool::new(l.graphql_workers(), l.graphql_queue);
         let router = router(AppState {
-            api: Api::new(schema, text_limits),
+            api: Api::new(schema, query_limits, pool),
             store: store.clone(),
             stop: stop.clone(),
             tracker: tracker.clone(),
@@ -167,14 +176,27 @@ impl Application {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
+        let draining = CancellationToken::new();
+        let drain_started = draining.clone();
         let server = axum::serve(listener, self.router).with_graceful_shutdown(async move {
             tokio::select! {
                 _ = shutdown => {},
                 _ = signalled.cancelled() => {},
             }
+            drain_started.cancel();
         });
-        let served = tokio::spawn(async move { server.await });
-        let result = served.await;
+        let mut served = tokio::spawn(async move { server.await });
+        // In-flight requests finish within their deadline (408 after it);
+        // past that and a grace, shutdown goes on without them.
+        let http_drain = self.settings.limits.request_timeout() + HTTP_DRAIN_GRACE;
+        let result = tokio::select! {
+            r = &mut served => r,
+            _ = async { draining.cancelled().await; tokio::time::sleep(http_drain).await } => {
+                tracing::error!(after = ?http_drain, "in-flight HTTP requests did not finish; stopping without them");
+                served.abort();
+                Ok(Ok(()))
+            }
+        };
         stop.cancel();
         self.tracker.close();
         if tokio::time::timeout(DRAIN_DEADLINE, self.tracker.wait()).await.is_err() {

@@ -1,9 +1,6 @@
-//! Counts what async-graphql has no limit for: aliases and directives in a
-//! query, over every operation and fragment. A query with thousands of
-//! aliases of one cheap field passes the depth and complexity limits yet
-//! costs as much as thousands of queries.
-
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+//! The one check made on the query text before it is parsed: how deep its
+//! brackets nest. Everything else is measured on the parsed document
+//! ([`super::cost`]).
 
 /// Deepest bracket nesting a query text may have before it is parsed. The
 /// parser recurses on nested list and object values without a limit, so a
@@ -44,38 +41,6 @@ pub fn nesting_ok(text: &str) -> bool {
     true
 }
 
-/// (aliases, directives) in `doc`.
-pub fn count(doc: &ExecutableDocument) -> (usize, usize) {
-    let mut n = (0, 0);
-    for (_, op) in doc.operations.iter() {
-        n.1 += op.node.directives.len();
-        n.1 += op.node.variable_definitions.iter().map(|v| v.node.directives.len()).sum::<usize>();
-        walk(&op.node.selection_set.node, &mut n);
-    }
-    for f in doc.fragments.values() {
-        n.1 += f.node.directives.len();
-        walk(&f.node.selection_set.node, &mut n);
-    }
-    n
-}
-
-fn walk(set: &SelectionSet, n: &mut (usize, usize)) {
-    for item in &set.items {
-        match &item.node {
-            Selection::Field(f) => {
-                n.0 += usize::from(f.node.alias.is_some());
-                n.1 += f.node.directives.len();
-                walk(&f.node.selection_set.node, n);
-            }
-            Selection::FragmentSpread(s) => n.1 += s.node.directives.len(),
-            Selection::InlineFragment(i) => {
-                n.1 += i.node.directives.len();
-                walk(&i.node.selection_set.node, n);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,15 +59,5 @@ mod tests {
         assert!(nesting_ok("# [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n{ a }"));
         assert!(nesting_ok(&format!("{}{}", "{".repeat(64), "}".repeat(64))));
         assert!(!nesting_ok(&"{".repeat(65)));
-    }
-
-    #[test]
-    fn counts_aliases_and_directives_everywhere() {
-        let doc = async_graphql::parser::parse_query(
-            "query Q($s: Boolean!) @a { x: thread(id: \"t\") { y: messageCount @include(if: $s) ...F ... on Thread @b { z: id } } }
-             fragment F on Thread @c { w: id }",
-        )
-        .expect("parses");
-        assert_eq!(count(&doc), (4, 4));
     }
 }

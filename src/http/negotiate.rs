@@ -105,7 +105,8 @@ pub fn rejection(media: Media, rejection: GraphQLRejection) -> Response {
 }
 
 /// The executed response with the status the media type calls for, and a
-/// `Retry-After` header when a rate limit was hit.
+/// `Retry-After` header when a rate limit was hit or the service is
+/// overloaded (503).
 pub fn graphql_response(media: Media, response: async_graphql::Response) -> Response {
     // A request error (parse, validation, limits): nothing was executed.
     let request_error = response.data == Value::Null
@@ -127,8 +128,19 @@ pub fn graphql_response(media: Media, response: async_graphql::Response) -> Resp
             obj.remove("data");
         }
     }
-    let status =
-        if request_error && media == Media::GraphqlResponse { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    // The compute pool was full: nothing ran, and either media type gets a
+    // 503 so that proxies and clients back off.
+    let overloaded = request_error
+        && response.errors.iter().any(|e| {
+            e.extensions.as_ref().and_then(|x| x.get("code"))
+                == Some(&Value::String(crate::error::code::SERVICE_OVERLOADED.into()))
+        });
+    let retry_after = retry_after.or(overloaded.then_some(1));
+    let status = match (overloaded, request_error, media) {
+        (true, _, _) => StatusCode::SERVICE_UNAVAILABLE,
+        (false, true, Media::GraphqlResponse) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
     let mut r = (status, body.to_string()).into_response();
     let headers = r.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
