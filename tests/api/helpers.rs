@@ -20,10 +20,12 @@ use crate::support::{ChaosProxy, PostgresServer, RedisServer};
 
 mod load;
 mod persist;
+mod process;
 mod ws;
 
 pub use load::Writers;
 pub use persist::{drain, Drained};
+pub use process::Service;
 pub use ws::{WsClient, WsEvent, WsProtocol, MESSAGE_SAVED};
 
 /// Knobs a test may turn before the app starts.

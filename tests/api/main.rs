@@ -11,6 +11,7 @@ mod failover;
 mod messages;
 mod pagination;
 mod persistence;
+mod query_cost;
 mod security;
 mod shutdown;
 mod startup;

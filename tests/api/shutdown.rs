@@ -6,9 +6,7 @@
 
 use std::{
     collections::HashSet,
-    fs::OpenOptions,
     net::SocketAddr,
-    process::{ExitStatus, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -17,31 +15,15 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tokio::{
-    process::{Child, Command},
-    task::JoinHandle,
-    time::Instant,
-};
+use tokio::{task::JoinHandle, time::Instant};
 
-use crate::helpers::{WsClient, WsEvent, WsProtocol, MESSAGE_SAVED, SAVE};
-use crate::support::{free_port, PostgresServer, RedisServer};
+use crate::helpers::{Service, WsClient, WsEvent, WsProtocol, MESSAGE_SAVED, SAVE};
+use crate::support::PostgresServer;
 
 /// Generous bound on every wait (start, load, drain, exit).
 const BOUND: Duration = Duration::from_secs(30);
 /// Acknowledged saves before the process is stopped (mid-load).
 const ACKED_BEFORE_STOP: usize = 300;
-
-/// One `threadstore serve` set-up (Redis, database, port, consumer name), so
-/// a restarted process runs with exactly the same settings.
-struct Service {
-    redis: RedisServer,
-    db: String,
-    env: Vec<(&'static str, String)>,
-    addr: SocketAddr,
-    http: reqwest::Client,
-    log: tempfile::NamedTempFile,
-    child: Option<Child>,
-}
 
 /// Saves through the API of the process at `addr`; `Err` on a transport error.
 async fn save(http: &reqwest::Client, addr: SocketAddr, input: Value) -> reqwest::Result<Value> {
@@ -50,80 +32,8 @@ async fn save(http: &reqwest::Client, addr: SocketAddr, input: Value) -> reqwest
     req.send().await?.json().await
 }
 
+/// What these tests read of a process's Redis and PostgreSQL.
 impl Service {
-    fn new(consumer: &str) -> Service {
-        let redis = RedisServer::start();
-        let db_url = PostgresServer::shared().create_database();
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let http = reqwest::Client::builder().timeout(BOUND).build();
-        Service {
-            db: db_url.rsplit('/').next().unwrap_or_default().to_owned(),
-            env: vec![
-                ("REDIS_URL", redis.url()),
-                ("DATABASE_URL", db_url),
-                ("LISTEN_ADDR", addr.to_string()),
-                ("CONSUMER_NAME", consumer.to_owned()),
-                ("AUTH_MODE", "none".to_owned()),
-                ("PERSIST_CLAIM_IDLE_MS", "2000".to_owned()),
-                ("RUST_LOG", "info".to_owned()),
-            ],
-            redis,
-            addr,
-            http: http.expect("http client"),
-            log: tempfile::NamedTempFile::new().expect("log file"),
-            child: None,
-        }
-    }
-
-    /// Starts the process (killed on drop) and waits until `/readyz` is 200.
-    async fn start(&mut self) {
-        let log = OpenOptions::new().append(true).open(self.log.path());
-        let log = log.expect("open log");
-        let child = Command::new(env!("CARGO_BIN_EXE_threadstore"))
-            .arg("serve")
-            .envs(self.env.iter().cloned())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn();
-        let child = self.child.insert(child.expect("spawn threadstore serve"));
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!("exited during start-up with {status}\n{}", self.log());
-            }
-            let ready = self.http.get(format!("http://{}/readyz", self.addr)).send().await;
-            if ready.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not ready\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let child = self.child.as_ref().expect("started");
-        let pid = child.id().expect("still running") as libc::pid_t;
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
-    }
-
-    /// Waits (bounded) for the process to exit.
-    async fn exit_status(&mut self) -> ExitStatus {
-        let child = self.child.as_mut().expect("started");
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
-        let status = status.unwrap_or_else(|_| panic!("still running after 20 s\n{}", self.log()));
-        status.expect("wait for the process")
-    }
-
-    /// The tail of the processes' logs (for failure messages).
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-        let tail = text.get(text.len().saturating_sub(8192)..).unwrap_or(&text);
-        format!("--- threadstore log ---\n{tail}")
-    }
-
     /// Waits (bounded) until the persistence stream is empty and nothing is pending.
     async fn wait_drained(&self) {
         let deadline = Instant::now() + BOUND;
