@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Fuzzes the edge parsers (fuzz/fuzz_targets: cursor decoding, GraphQL
-# request parsing + the domain validators) with cargo-fuzz / libFuzzer, each
+# Fuzzes the edges (fuzz/fuzz_targets: cursor decoding; GraphQL requests
+# through the service's admission, validation and execution, and the domain
+# validators) with cargo-fuzz / libFuzzer, each
 # target for FUZZ_SECS seconds (default 30). Installs cargo-fuzz when
 # missing. It runs on the machine's one (stable) toolchain: libFuzzer's
 # sanitizer flags are nightly-only, and RUSTC_BOOTSTRAP=1 lets stable rustc
 # accept them (no nightly toolchain can be fetched here). Exits non-zero when a
-# target crashes, panics, times out on one input or runs out of memory;
+# target crashes, panics, takes over 2 s on one input or runs out of memory;
 # the failing input is left in fuzz/artifacts/<target>/. The corpus grows
-# in fuzz/corpus/<target>/ across runs. Reproduce a failure with
+# in fuzz/corpus/<target>/ across runs, starting from the committed seeds
+# in fuzz/seeds/<target>/ (known-hostile documents: fragment bombs, cycles).
+# Reproduce a failure with
 #   cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run <target> artifacts/<target>/<file>
 # Extra arguments go to libFuzzer (e.g. -jobs=4).
 set -euo pipefail
@@ -22,8 +25,14 @@ cargo fuzz build
 failed=()
 for target in $(cargo fuzz list); do
     echo "== fuzz $target for ${FUZZ_SECS}s" >&2
-    # -timeout: one input running 10 s is a hang, reported as a failure.
-    if ! cargo fuzz run "$target" -- -max_total_time="$FUZZ_SECS" -timeout=10 -print_final_stats=1 "$@"; then
+    # -timeout: one input running 2 s is a failure: slow (super-linear)
+    # handling of a small input is a denial of service, not just a hang.
+    # The corpus grows in corpus/<target>; seeds/<target> (committed) holds
+    # known-hostile inputs every run starts from.
+    corpora=("corpus/$target")
+    mkdir -p "corpus/$target"
+    [ -d "seeds/$target" ] && corpora+=("seeds/$target")
+    if ! cargo fuzz run "$target" "${corpora[@]}" -- -max_total_time="$FUZZ_SECS" -timeout=2 -print_final_stats=1 "$@"; then
         failed+=("$target")
     fi
 done

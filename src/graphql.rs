@@ -18,4 +18,4 @@ pub mod types;
 
 pub use compute::ComputePool;
 pub use executor::{Api, NotAQuery, QueryLimits};
-pub use schema::{build_schema, sdl, AppSchema};
+pub use schema::{build_schema, sdl, unwired, AppSchema};

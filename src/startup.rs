@@ -88,13 +88,7 @@ impl Application {
         let rate = RateLimits::new(&settings.rate);
         let schema = build_schema(store.clone(), events.clone(), metrics.clone(), stop.clone(), rate, &settings.limits);
         let l = &settings.limits;
-        let query_limits = QueryLimits {
-            max_bytes: l.max_query_bytes,
-            max_aliases: l.max_aliases,
-            max_directives: l.max_directives,
-            max_fields: l.max_query_fields,
-            max_depth: l.max_query_depth,
-        };
+        let query_limits = QueryLimits::from(l);
         let pool = ComputePool::new(l.graphql_workers(), l.graphql_queue);
         let router = router(AppState {
             api: Api::new(schema, query_limits, pool),

@@ -1,34 +1,60 @@
-//! The request parsing done at the edge before any resolver runs: the POST
-//! body as a GraphQL request (what async-graphql-axum's extractor does), its
-//! query document, the GET query string, and the domain validators on every
-//! string a client can send (the raw input and every string in variables).
+//! The request handling done at the edge: the POST body as a GraphQL
+//! request (what async-graphql-axum's extractor does), the GET query string,
+//! the document through the service's admission (length, nesting guard,
+//! parser, cost measure) and then async-graphql's validation and execution
+//! against the service's schema, and the domain validators on every string
+//! a client can send (the raw input and every string in variables).
 
 #![no_main]
 
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use threadstore::config::Settings;
 use threadstore::domain::{ClientMessageId, Content, Cursor, Metadata, ThreadId, UserId};
+use threadstore::graphql::{Api, AppSchema, QueryLimits};
 
-/// What the service does with a query text: the nesting guard first (the
-/// parser recurses without a limit), then the parser.
-fn parse(query: &str) {
-    if threadstore::graphql::shape::nesting_ok(query) {
-        let _ = async_graphql::parser::parse_query(query);
+/// The service's default limits and its schema without data: documents
+/// validate exactly as in the service, and resolvers fail cleanly.
+fn service() -> &'static (QueryLimits, AppSchema) {
+    static SERVICE: OnceLock<(QueryLimits, AppSchema)> = OnceLock::new();
+    SERVICE.get_or_init(|| {
+        let settings = Settings::from_env().expect("default settings");
+        (QueryLimits::from(&settings.limits), threadstore::graphql::unwired(&settings.limits))
+    })
+}
+
+/// What the service does with a query text: the length limit, the guard
+/// before the parser, the parser, the linear cost measure and its limits,
+/// then validation and execution. Run with `-timeout=2`, so an input that
+/// makes any phase slow (super-linear) is a failure, not just one that
+/// crashes.
+fn run(request: async_graphql::Request) {
+    let (limits, schema) = service();
+    if request.query.len() > limits.max_bytes {
+        return;
+    }
+    if let Ok((doc, _cost)) = Api::check(&request.query, *limits) {
+        let request = request.parsed_query(doc);
+        let _ = futures::executor::block_on(schema.execute(request));
     }
 }
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(req) = serde_json::from_slice::<async_graphql::Request>(data) {
-        parse(&req.query);
         if let Ok(vars) = serde_json::to_value(&req.variables) {
             validate_json(&vars);
         }
+        run(req);
     }
     let _ = serde_json::from_slice::<async_graphql::BatchRequest>(data);
     if let Ok(s) = std::str::from_utf8(data) {
         if let Ok(req) = async_graphql::http::parse_query_string(s) {
-            parse(&req.query);
+            run(req);
         }
+        // The text itself as a document, the commonest shape of input.
+        run(async_graphql::Request::new(s));
         validate_str(s);
     }
 });

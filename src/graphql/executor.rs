@@ -65,6 +65,18 @@ pub struct QueryLimits {
     pub max_depth: usize,
 }
 
+impl From<&crate::config::LimitSettings> for QueryLimits {
+    fn from(l: &crate::config::LimitSettings) -> Self {
+        Self {
+            max_bytes: l.max_query_bytes,
+            max_aliases: l.max_aliases,
+            max_directives: l.max_directives,
+            max_fields: l.max_query_fields,
+            max_depth: l.max_query_depth,
+        }
+    }
+}
+
 /// The document holds a mutation or a subscription, and the transport
 /// serves queries only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +120,9 @@ impl Api {
 
     /// Parses and measures `query` and checks it against the limits: the
     /// guard before the parser (which recurses without a limit), then the
-    /// linear measure before anything walks the document's expansion.
-    fn check(query: &str, limits: QueryLimits) -> Result<(ExecutableDocument, Cost), Box<Response>> {
+    /// linear measure before anything walks the document's expansion. (The
+    /// length limit is checked before this, on the cache miss.)
+    pub fn check(query: &str, limits: QueryLimits) -> Result<(ExecutableDocument, Cost), Box<Response>> {
         if !shape::nesting_ok(query) {
             return Err(too_complex(format!("nested more than {} levels", shape::MAX_NESTING)));
         }

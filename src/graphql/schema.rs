@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::Schema;
+use async_graphql::{Schema, SchemaBuilder};
 use tokio_util::sync::CancellationToken;
 
 use super::{mutation::Mutation, query::Query, subscription::SubscriptionRoot};
@@ -25,19 +25,26 @@ pub fn build_schema(
     rate: Arc<RateLimits>,
     limits: &LimitSettings,
 ) -> AppSchema {
-    let mut builder = Schema::build(Query, Mutation, SubscriptionRoot)
+    builder(limits).data(store).data(events).data(metrics).data(stop).data(rate).finish()
+}
+
+/// The schema with the service's limits and no data: it validates as the
+/// service does, and every resolver fails cleanly (the fuzz target runs
+/// documents through it).
+pub fn unwired(limits: &LimitSettings) -> AppSchema {
+    builder(limits).finish()
+}
+
+fn builder(limits: &LimitSettings) -> SchemaBuilder<Query, Mutation, SubscriptionRoot> {
+    let builder = Schema::build(Query, Mutation, SubscriptionRoot)
         .limit_depth(limits.max_query_depth)
         .limit_complexity(limits.max_query_complexity)
-        .limit_directives(limits.max_directives)
-        .data(store)
-        .data(events)
-        .data(metrics)
-        .data(stop)
-        .data(rate);
-    if !limits.introspection {
-        builder = builder.disable_introspection();
+        .limit_directives(limits.max_directives);
+    if limits.introspection {
+        builder
+    } else {
+        builder.disable_introspection()
     }
-    builder.finish()
 }
 
 /// The SDL, as committed in `schema.graphql`.

@@ -361,3 +361,52 @@ async fn sigterm_stops_the_service_while_heavy_requests_run() {
     }
     assert_nothing_stored(&svc);
 }
+
+/// With the expansion limit lifted, the report's kind of document really
+/// does compute for a long time: it must stall only itself. `/healthz` and
+/// cheap queries keep answering beside it, a second heavy document is
+/// refused (one worker, no queue), and SIGTERM still stops the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_validation_stalls_only_itself() {
+    let mut svc = Service::new("query-cost-stuck");
+    svc.set("MAX_QUERY_FIELDS", u64::MAX.to_string());
+    svc.set("GRAPHQL_WORKERS", "1");
+    svc.set("GRAPHQL_QUEUE", "0");
+    svc.set("REQUEST_TIMEOUT_MS", "3000");
+    svc.start().await;
+    let url = format!("http://{}/graphql", svc.addr);
+    // 2^27 fields per inlining pass: seconds to minutes of validation.
+    let bomb = json!({ "query": fan_out("query", "Query", 2, 26, "__typename") });
+    let stuck = tokio::spawn(svc.http.post(&url).json(&bomb).timeout(ANSWER_BOUND).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let probe = Probe::start(&svc);
+    let cheap = json!({ "query": "{ thread(id: \"qc\") { messageCount } }" });
+    for _ in 0..20 {
+        let r: Value = svc
+            .http
+            .post(&url)
+            .json(&cheap)
+            .timeout(PROBE_BOUND)
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(r["data"]["thread"]["messageCount"], 0, "{r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = svc.http.post(&url).json(&bomb).timeout(PROBE_BOUND).send().await.expect("answered");
+    assert_eq!(second.status(), 503, "the one worker is busy and nothing may wait");
+    probe.finish().await;
+
+    // The stuck request gets its deadline (408) while its validation goes on.
+    let answered = stuck.await.expect("joins").expect("answered");
+    assert_eq!(answered.status(), 408);
+    let began = Instant::now();
+    svc.signal(libc::SIGTERM);
+    let status = svc.exit_status().await;
+    assert_eq!(status.code(), Some(0), "{status}\n{}", svc.log());
+    eprintln!("exited {} ms after SIGTERM with a validation still running", began.elapsed().as_millis());
+}
