@@ -26,13 +26,14 @@ failed=()
 for target in $(cargo fuzz list); do
     echo "== fuzz $target for ${FUZZ_SECS}s" >&2
     # -timeout: one input running 2 s is a failure: slow (super-linear)
-    # handling of a small input is a denial of service, not just a hang.
+    # handling is a denial of service. -max_len: documents up to the query
+    # limit (16 KiB) and a bit, not only the default 4 KiB.
     # The corpus grows in corpus/<target>; seeds/<target> (committed) holds
     # known-hostile inputs every run starts from.
     corpora=("corpus/$target")
     mkdir -p "corpus/$target"
     [ -d "seeds/$target" ] && corpora+=("seeds/$target")
-    if ! cargo fuzz run "$target" "${corpora[@]}" -- -max_total_time="$FUZZ_SECS" -timeout=2 -print_final_stats=1 "$@"; then
+    if ! cargo fuzz run "$target" "${corpora[@]}" -- -max_total_time="$FUZZ_SECS" -timeout=2 -max_len=20000 -print_final_stats=1 "$@"; then
         failed+=("$target")
     fi
 done

@@ -234,9 +234,10 @@ pub struct LimitSettings {
     /// Most directives in one query.
     #[arg(long, env = "MAX_DIRECTIVES", default_value_t = 10)]
     pub max_directives: usize,
-    /// Most fields a query may expand to with its fragments inlined, over
-    /// all its operations and fragment definitions (GraphiQL's
-    /// introspection query expands to about 470).
+    /// Most work a query may expand to with its fragments inlined, over all
+    /// its operations and fragment definitions: fields, inline fragments,
+    /// spreads and argument value nodes (GraphiQL's introspection query
+    /// expands to 498).
     #[arg(long, env = "MAX_QUERY_FIELDS", default_value_t = 2_000)]
     pub max_query_fields: u64,
     /// Heavy request phases (long texts, big documents) run at once on

@@ -186,7 +186,7 @@ impl Application {
         let result = tokio::select! {
             r = &mut served => r,
             _ = async { draining.cancelled().await; tokio::time::sleep(http_drain).await } => {
-                tracing::error!(after = ?http_drain, "in-flight HTTP requests did not finish; stopping without them");
+                tracing::error!(after = ?http_drain, "in-flight HTTP requests did not finish; shutting down without waiting for them");
                 served.abort();
                 Ok(Ok(()))
             }

@@ -124,37 +124,54 @@ mod tests {
 
     use super::*;
 
+    /// Waits (bounded) until `cond` holds.
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..2_000 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{what}: not within 10 s");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refuses_past_the_queue_and_runs_the_rest() {
         let pool = ComputePool::new(1, 1);
         let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
-        let busy = {
+        let busy = tokio::spawn({
             let pool = pool.clone();
-            tokio::spawn(async move { pool.run(move || hold_rx.recv().is_ok()).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let queued = {
+            async move { pool.run(move || hold_rx.recv().is_ok()).await }
+        });
+        until("the worker is taken", || pool.permits.available_permits() == 0).await;
+        let queued = tokio::spawn({
             let pool = pool.clone();
-            tokio::spawn(async move { pool.run(|| 7).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+            async move { pool.run(|| 7).await }
+        });
+        until("one request waits", || pool.waiting.load(Ordering::Relaxed) == 1).await;
         assert_eq!(pool.run(|| 8).await, Err(Overloaded), "one running, one waiting: the third is refused");
         hold_tx.send(()).expect("release");
-        assert_eq!(busy.await.expect("joins"), Ok(true));
-        assert_eq!(queued.await.expect("joins"), Ok(7));
+        let bound = Duration::from_secs(10);
+        assert_eq!(tokio::time::timeout(bound, busy).await.expect("in time").expect("joins"), Ok(true));
+        assert_eq!(tokio::time::timeout(bound, queued).await.expect("in time").expect("joins"), Ok(7));
         assert_eq!(pool.run(|| 9).await, Ok(9), "free again");
+        assert_eq!(pool.waiting.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
-    async fn a_pending_first_poll_finishes_on_the_runtime() {
+    async fn a_wake_up_while_the_first_poll_is_away_is_not_lost() {
         let pool = ComputePool::new(1, 0);
-        let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
-        let waiting = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.first_poll(async move { rx.await.unwrap_or(0) + 1 }).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        tx.send(41).expect("send");
-        assert_eq!(waiting.await.expect("joins"), Ok(42));
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<u32>();
+        let fut = async move {
+            // Registers this task's waker, then the value arrives (and the
+            // waker fires) while the poll is still on the blocking thread.
+            assert!(futures::poll!(&mut rx).is_pending());
+            tx.send(41).expect("send");
+            std::thread::sleep(Duration::from_millis(20));
+            futures::pending!();
+            rx.await.unwrap_or(0) + 1
+        };
+        let out = tokio::time::timeout(Duration::from_secs(10), pool.first_poll(fut)).await;
+        assert_eq!(out.expect("not lost"), Ok(42));
     }
 }

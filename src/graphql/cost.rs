@@ -3,15 +3,23 @@
 //!
 //! The document's text is small, but what it expands to need not be: a
 //! fragment that spreads the next one twice, thirty deep, is 1.5 KB of text
-//! and 2³⁰ fields. async-graphql's validation walks that expansion (its
-//! complexity, depth and cache-control visitors inline every fragment
-//! spread, for every operation and every fragment definition), so such a
-//! document would hold a worker thread for hours. Here each fragment is
-//! summarised once, in dependency order, and every use of it adds its
-//! summary: the expansion is counted, never walked.
+//! and 2³⁰ selections. async-graphql walks that expansion more than once
+//! before it reports anything: its recursion-depth check follows every
+//! spread, and its complexity, depth and cache-control visitors inline
+//! every spread of every operation. Here each fragment is summarised once,
+//! in dependency order, and every use of it adds its summary: the
+//! expansion is counted, never walked.
 //!
-//! The counts are saturating: a document that expands to more than
-//! `u64::MAX` fields is simply over every limit.
+//! The unit of work is a selection (a field, an inline fragment or a
+//! spread: walking a spread of a fragment made only of spreads is work
+//! too) plus, for a field, every node of its argument values (the
+//! overlapping-fields rule compares arguments pairwise, and variable rules
+//! visit every variable reference once per operation). Fragment
+//! definitions count once more on their own: the other validation rules
+//! walk each definition, and everything it reaches at its level.
+//!
+//! The counts are saturating: a document that expands past `u64::MAX` is
+//! simply over every limit.
 
 use std::collections::HashMap;
 
@@ -20,10 +28,11 @@ use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 /// What a document costs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cost {
-    /// Fields the document expands to with every fragment spread inlined,
-    /// over all its operations and all its fragment definitions: the work
-    /// of async-graphql's inlining validation passes.
-    pub fields: u64,
+    /// Selections (and argument value nodes) the document expands to with
+    /// every fragment spread inlined, over all its operations and all its
+    /// fragment definitions: a bound on the work of async-graphql's
+    /// validation.
+    pub work: u64,
     /// Deepest field nesting after inlining (`__typename` not counted, as
     /// async-graphql's own depth limit counts it).
     pub depth: u64,
@@ -34,6 +43,11 @@ pub struct Cost {
     pub aliases: usize,
     /// Directives as written (not expanded).
     pub directives: usize,
+    /// Most arguments on one field (the overlapping-fields rule compares
+    /// each repeated field's arguments with the first one's).
+    pub max_arguments: usize,
+    /// Variable definitions, over all operations.
+    pub variables: usize,
 }
 
 /// A fragment that spreads itself, directly or through others: its
@@ -44,14 +58,14 @@ pub struct FragmentCycle(pub String);
 /// The expansion of one selection set.
 #[derive(Debug, Clone, Copy, Default)]
 struct Summary {
-    fields: u64,
+    work: u64,
     depth: u64,
     nesting: u64,
 }
 
 impl Summary {
     fn merge(&mut self, other: Summary) {
-        self.fields = self.fields.saturating_add(other.fields);
+        self.work = self.work.saturating_add(other.work);
         self.depth = self.depth.max(other.depth);
         self.nesting = self.nesting.max(other.nesting);
     }
@@ -72,6 +86,7 @@ pub fn measure(doc: &ExecutableDocument) -> Result<Cost, FragmentCycle> {
     for (_, op) in doc.operations.iter() {
         cost.directives += op.node.directives.len();
         cost.directives += op.node.variable_definitions.iter().map(|v| v.node.directives.len()).sum::<usize>();
+        cost.variables += op.node.variable_definitions.len();
         let summary = summarise(&op.node.selection_set.node, &done, &mut cost);
         add(&mut cost, summary);
     }
@@ -79,7 +94,7 @@ pub fn measure(doc: &ExecutableDocument) -> Result<Cost, FragmentCycle> {
 }
 
 fn add(cost: &mut Cost, s: Summary) {
-    cost.fields = cost.fields.saturating_add(s.fields);
+    cost.work = cost.work.saturating_add(s.work);
     cost.depth = cost.depth.max(s.depth);
     cost.nesting = cost.nesting.max(s.nesting);
 }
@@ -95,10 +110,12 @@ fn summarise(set: &SelectionSet, done: &HashMap<&str, Summary>, cost: &mut Cost)
             Selection::Field(f) => {
                 cost.aliases += usize::from(f.node.alias.is_some());
                 cost.directives += f.node.directives.len();
+                cost.max_arguments = cost.max_arguments.max(f.node.arguments.len());
+                let arguments: u64 = f.node.arguments.iter().map(|(_, v)| value_nodes(&v.node)).sum();
                 let below = summarise(&f.node.selection_set.node, done, cost);
                 let counted = u64::from(f.node.name.node != "__typename");
                 Summary {
-                    fields: below.fields.saturating_add(1),
+                    work: below.work.saturating_add(1).saturating_add(arguments),
                     depth: below.depth.saturating_add(counted),
                     nesting: below.nesting.saturating_add(1),
                 }
@@ -106,17 +123,29 @@ fn summarise(set: &SelectionSet, done: &HashMap<&str, Summary>, cost: &mut Cost)
             Selection::InlineFragment(i) => {
                 cost.directives += i.node.directives.len();
                 let below = summarise(&i.node.selection_set.node, done, cost);
-                Summary { nesting: below.nesting.saturating_add(1), ..below }
+                Summary { work: below.work.saturating_add(1), nesting: below.nesting.saturating_add(1), ..below }
             }
             Selection::FragmentSpread(s) => {
                 cost.directives += s.node.directives.len();
                 let below = done.get(s.node.fragment_name.node.as_str()).copied().unwrap_or_default();
-                Summary { nesting: below.nesting.saturating_add(1), ..below }
+                Summary { work: below.work.saturating_add(1), nesting: below.nesting.saturating_add(1), ..below }
             }
         };
         total.merge(inner);
     }
     total
+}
+
+/// Nodes of an argument value (a list or object counts itself and its
+/// items). The recursion follows the text's bracket nesting, which the
+/// guard before the parser bounds.
+fn value_nodes(v: &async_graphql_value::Value) -> u64 {
+    use async_graphql_value::Value;
+    match v {
+        Value::List(items) => items.iter().map(value_nodes).fold(1, u64::saturating_add),
+        Value::Object(fields) => fields.values().map(value_nodes).fold(1, u64::saturating_add),
+        _ => 1,
+    }
 }
 
 /// The fragments' names, each after every fragment it spreads; an error if
@@ -184,48 +213,116 @@ fn spreads_in<'a>(set: &'a SelectionSet, out: &mut Vec<&'a str>) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
-    fn cost(q: &str) -> Result<Cost, FragmentCycle> {
-        measure(&async_graphql::parser::parse_query(q).expect("parses"))
+    fn parse(q: &str) -> ExecutableDocument {
+        async_graphql::parser::parse_query(q).expect("parses")
     }
 
-    /// The query of the report: 30 fragments, each spreading the next twice.
-    fn fan_out(width: usize, depth: usize) -> String {
+    fn cost(q: &str) -> Result<Cost, FragmentCycle> {
+        measure(&parse(q))
+    }
+
+    /// The oracle: walks the expansion as async-graphql's inlining passes
+    /// do (every spread followed, every time), counting the same units.
+    /// Exponential: small documents only.
+    fn walked(doc: &ExecutableDocument) -> (u64, u64) {
+        fn set(doc: &ExecutableDocument, s: &SelectionSet) -> (u64, u64) {
+            let (mut work, mut depth) = (0, 0);
+            for item in &s.items {
+                let (w, d) = match &item.node {
+                    Selection::Field(f) => {
+                        let args: u64 = f.node.arguments.iter().map(|(_, v)| value_nodes(&v.node)).sum();
+                        let (w, d) = set(doc, &f.node.selection_set.node);
+                        (1 + args + w, d + u64::from(f.node.name.node != "__typename"))
+                    }
+                    Selection::InlineFragment(i) => {
+                        let (w, d) = set(doc, &i.node.selection_set.node);
+                        (1 + w, d)
+                    }
+                    Selection::FragmentSpread(sp) => match doc.fragments.get(&sp.node.fragment_name.node) {
+                        Some(f) => {
+                            let (w, d) = set(doc, &f.node.selection_set.node);
+                            (1 + w, d)
+                        }
+                        None => (1, 0),
+                    },
+                };
+                work += w;
+                depth = depth.max(d);
+            }
+            (work, depth)
+        }
+        let defs = doc.fragments.values().map(|f| set(doc, &f.node.selection_set.node));
+        let ops = doc.operations.iter().map(|(_, op)| set(doc, &op.node.selection_set.node));
+        defs.chain(ops).fold((0, 0), |(w, d), (w2, d2)| (w + w2, d.max(d2)))
+    }
+
+    fn agrees(q: &str) {
+        let c = cost(q).expect("no cycle");
+        assert_eq!((c.work, c.depth), walked(&parse(q)), "{q}");
+    }
+
+    /// `fragment F{i}` spreads `F{i+1}` `width` times, `depth` deep.
+    fn fan_out(width: usize, depth: usize, leaf: &str) -> String {
         let mut q = String::from("query Bomb { ...F0 } ");
         for i in 0..depth {
-            q.push_str(&format!("fragment F{i} on Query {{ __typename"));
+            q.push_str(&format!("fragment F{i} on Query {{ {leaf}"));
             for _ in 0..width {
                 q.push_str(&format!(" ...F{}", i + 1));
             }
             q.push_str(" } ");
         }
-        q.push_str(&format!("fragment F{depth} on Query {{ __typename }}"));
+        q.push_str(&format!("fragment F{depth} on Query {{ {leaf} }}"));
         q
     }
 
     #[test]
-    fn counts_the_expansion_without_walking_it() {
-        // F_d has 1 field; F_i has 1 + 2·F_{i+1}: 2^(31-i) - 1 fields.
-        let c = cost(&fan_out(2, 30)).expect("no cycle");
-        let fragments: u64 = (0..=30).map(|i| (1u64 << (31 - i)) - 1).sum();
-        assert_eq!(c.fields, fragments + (1u64 << 31) - 1, "every fragment definition plus the operation");
-        assert_eq!(c.depth, 0, "__typename does not count towards depth");
-        assert_eq!(c.nesting, 31 + 1);
-        let huge = cost(&fan_out(4, 40)).expect("no cycle");
-        assert_eq!(huge.fields, u64::MAX, "saturates instead of overflowing");
+    fn counts_what_walking_the_expansion_counts() {
+        for width in 1..=4 {
+            for depth in 0..=6 {
+                agrees(&fan_out(width, depth, "__typename"));
+                agrees(&fan_out(width, depth, "thread(id: \"t\", x: [1, {a: [2, 3]}]) { id messages { id } }"));
+            }
+        }
+        agrees(
+            "{ thread(id: \"t\") { ...A } } fragment A on Thread { messages { ... on Message { id } } messageCount }",
+        );
     }
 
     #[test]
-    fn depth_and_nesting_follow_spreads() {
-        let c = cost(
-            "{ thread(id: \"t\") { ...A } } fragment A on Thread { messages { ... on Message { id } } messageCount }",
-        )
-        .expect("no cycle");
-        // Operation: thread, messages, id, messageCount (4); fragment A: 3.
-        assert_eq!(c.fields, 7);
-        assert_eq!(c.depth, 3);
-        assert_eq!(c.nesting, 5, "thread > ...A > messages > ... on Message > id");
+    fn the_report_s_document_saturates_instead_of_being_walked() {
+        let report = cost(&fan_out(2, 30, "__typename")).expect("no cycle");
+        // F30 = 1; F_i = 1 + 2·(1 + F_{i+1}) = 2^(32-i) - 3.
+        assert_eq!(report.work, (0..=30).map(|i| (1u64 << (32 - i)) - 3).sum::<u64>() + (1u64 << 32) - 2);
+        assert_eq!(report.nesting, 31 + 1);
+        assert_eq!(cost(&fan_out(4, 40, "__typename")).expect("no cycle").work, u64::MAX);
+    }
+
+    #[test]
+    fn spreads_cost_work_even_when_nothing_is_behind_them() {
+        // A fan-out of spreads only, ending at an unknown fragment: no field
+        // anywhere, yet 2^30 spreads for async-graphql to follow.
+        let mut q = String::from("query { ...F30 } fragment F0 on Query { ...Unknown } ");
+        for i in 1..=30 {
+            q.push_str(&format!("fragment F{i} on Query {{ ...F{j} ...F{j} }} ", j = i - 1));
+        }
+        let c = cost(&q).expect("no cycle");
+        assert!(c.work > 1 << 30, "{c:?}");
+        assert_eq!(c.depth, 0);
+    }
+
+    #[test]
+    fn arguments_and_variables_are_counted() {
+        let many: String = (0..40).map(|i| format!("a{i}: 1 ")).collect();
+        let c = cost(&format!("query Q($a: Int, $b: [Int]) {{ thread(id: [1, 2, {{x: 3}}]) {{ id }} f({many}) }}"))
+            .expect("no cycle");
+        assert_eq!(c.max_arguments, 40);
+        assert_eq!(c.variables, 2);
+        // thread 1 + args (list 1 + 1 + 1 + object 1 + 1) + id 1; f 1 + 40.
+        assert_eq!(c.work, 1 + 5 + 1 + 1 + 40);
     }
 
     #[test]
@@ -239,14 +336,13 @@ mod tests {
     }
 
     #[test]
-    fn long_chains_are_linear_and_unknown_fragments_count_nothing() {
+    fn long_chains_are_measured_without_deep_recursion() {
         let mut q = String::from("{ ...F0 }");
         for i in 0..5000 {
             q.push_str(&format!(" fragment F{i} on Query {{ __typename ...F{} }}", i + 1));
         }
         let c = cost(&q).expect("no cycle");
         assert_eq!(c.nesting, 5001, "F4999 spreads the unknown F5000");
-        assert_eq!(c.fields, (1..=5000u64).sum::<u64>() + 5000);
     }
 
     #[test]
@@ -257,6 +353,37 @@ mod tests {
         )
         .expect("no cycle");
         assert_eq!((c.aliases, c.directives), (4, 4));
+    }
+
+    /// Random fragment graphs (fragment i spreads fragments after it, so
+    /// no cycles): the measure equals the walk.
+    fn graph() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::collection::vec((0usize..6, 0usize..3), 0..4), 1..7).prop_map(|frags| {
+            let n = frags.len();
+            let mut q = String::from("{ ...G0 __typename } ");
+            for (i, spreads) in frags.iter().enumerate() {
+                q.push_str(&format!("fragment G{i} on Query {{ __typename "));
+                for (j, kind) in spreads {
+                    let target = i + 1 + j;
+                    let spread = if target < n { format!("G{target}") } else { "Missing".into() };
+                    match kind {
+                        0 => q.push_str(&format!("...{spread} ")),
+                        1 => q.push_str(&format!("thread(id: \"t\") {{ ... on Thread {{ id }} }} ...{spread} ")),
+                        _ => q.push_str(&format!("... on Query {{ ...{spread} }} ")),
+                    }
+                }
+                q.push_str("} ");
+            }
+            q
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_measure_equals_the_walk_on_random_graphs(q in graph()) {
+            let c = cost(&q).expect("acyclic by construction");
+            prop_assert_eq!((c.work, c.depth), walked(&parse(&q)));
+        }
     }
 
     /// GraphiQL's introspection query with every option graphql-js 16 has
@@ -290,11 +417,12 @@ mod tests {
 
     #[test]
     fn introspection_fits_the_default_limits() {
+        agrees(INTROSPECTION);
         let c = cost(INTROSPECTION).expect("no cycle");
-        // TypeRef 29, InputValue 35, FullType 177, the operation 230.
-        assert_eq!(c.fields, 29 + 35 + 177 + 230);
+        assert_eq!(c.work, 498, "the figure the README and MAX_QUERY_FIELDS' default cite");
         assert_eq!(c.depth, 15, "__schema > types > fields > args > type > 10 TypeRef levels");
-        assert!(c.fields * 4 <= 2_000, "MAX_QUERY_FIELDS' default leaves room");
+        assert!(c.work * 3 <= 2_000, "MAX_QUERY_FIELDS' default leaves room");
         assert!(c.nesting <= crate::graphql::shape::MAX_NESTING as u64);
+        assert!(c.max_arguments <= 1);
     }
 }

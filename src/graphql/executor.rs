@@ -1,5 +1,5 @@
-//! `Api`: the schema wrapped with the two things every request gets, for
-//! HTTP and WebSocket alike.
+//! `Api`: the schema wrapped with what every request gets, for HTTP and
+//! WebSocket alike.
 //!
 //! - **A parsed-query cache.** Clients send the same few operations over
 //!   and over; parsing (a PEG parser) costs more than cloning the parsed
@@ -9,7 +9,6 @@
 //!   validation, limits, input coercion) are labelled here, and any other
 //!   message is replaced by a generic one so no internal text reaches a
 //!   client.
-//!
 //! - **A bounded cost.** Before async-graphql validates or executes a
 //!   document, its expansion is measured in linear time ([`super::cost`])
 //!   and checked against the limits; heavy phases run on the compute pool
@@ -45,10 +44,18 @@ const CAPACITY: usize = 512;
 const MAX_CACHED_QUERY: usize = 8 * 1024;
 /// Texts up to this long parse in microseconds: on the runtime's thread.
 const CHEAP_TEXT: usize = 2 * 1024;
-/// Documents that expand to at most this many fields validate in
-/// microseconds: on the runtime's thread. Everything bigger validates on
+/// Documents whose measured work ([`Cost::work`]) is at most this validate
+/// in microseconds: on the runtime's thread. Everything bigger validates on
 /// the compute pool.
-const CHEAP_FIELDS: u64 = 256;
+const CHEAP_WORK: u64 = 256;
+/// Most arguments on one field: the widest field of the schema has five,
+/// and the overlapping-fields rule compares each repeat of a field with
+/// the first one's arguments, one error per difference.
+const MAX_ARGUMENTS: usize = 16;
+/// Errors sent back in one response. A document at the limits can still
+/// be wrong in thousands of places; past this they are counted, not sent,
+/// so the answer's size stays bounded.
+const MAX_ERRORS: usize = 100;
 
 /// Limits on the document that are checked before async-graphql sees it.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +66,7 @@ pub struct QueryLimits {
     pub max_aliases: usize,
     /// Most directives.
     pub max_directives: usize,
-    /// Most fields the document expands to (see [`cost::Cost::fields`]).
+    /// Most work the document may expand to (see [`cost::Cost::work`]).
     pub max_fields: u64,
     /// Deepest field nesting after fragments are inlined.
     pub max_depth: usize,
@@ -141,8 +148,14 @@ impl Api {
                 shape::MAX_NESTING
             )));
         }
-        if cost.fields > limits.max_fields {
-            return Err(too_complex(format!("the query expands to more than {} fields", limits.max_fields)));
+        if cost.work > limits.max_fields {
+            return Err(too_complex(format!(
+                "the query expands to more than {} fields, fragments and argument values",
+                limits.max_fields
+            )));
+        }
+        if cost.max_arguments > MAX_ARGUMENTS {
+            return Err(too_complex(format!("a field has more than {MAX_ARGUMENTS} arguments")));
         }
         if cost.depth > limits.max_depth as u64 {
             return Err(too_complex(format!("the query nests fields more than {} deep", limits.max_depth)));
@@ -186,7 +199,7 @@ impl Api {
             }
         };
         let only_queries = doc.operations.iter().all(|(_, op)| op.node.ty == OperationType::Query);
-        let heavy = request.query.len() > CHEAP_TEXT || cost.fields > CHEAP_FIELDS;
+        let heavy = request.query.len() > CHEAP_TEXT || cost.work > CHEAP_WORK;
         request.set_parsed_query(doc);
         Ok(Admitted { request, heavy, only_queries })
     }
@@ -276,9 +289,20 @@ fn is_limit_error(m: &str) -> bool {
         || m.contains("number of directives")
 }
 
-/// Gives every error of a response a code.
+/// Gives every error of a response a code, and keeps at most
+/// [`MAX_ERRORS`] of them.
 fn label(mut response: Response) -> Response {
-    response.errors = std::mem::take(&mut response.errors).into_iter().map(label_error).collect();
+    let errors = std::mem::take(&mut response.errors);
+    let total = errors.len();
+    response.errors = errors.into_iter().take(MAX_ERRORS).map(label_error).collect();
+    if total > MAX_ERRORS {
+        let code = response.errors.last().and_then(|e| e.extensions.as_ref()?.get("code").cloned());
+        let mut more = ServerError::new(format!("{} more errors not shown", total - MAX_ERRORS), None);
+        if let Some(c) = code {
+            more.extensions.get_or_insert_with(Default::default).set("code", c);
+        }
+        response.errors.push(more);
+    }
     response
 }
 

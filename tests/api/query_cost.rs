@@ -72,6 +72,26 @@ fn repeat_to(bytes: usize, item: impl Fn(usize) -> String) -> String {
 /// The generated family (all within the default 16 KiB query and 1 MiB body).
 fn family() -> Vec<Doc> {
     let mut docs = Vec::new();
+    // Spreads only, ending at an unknown fragment: no field anywhere.
+    let spreads: String =
+        (1..=30).map(|i| format!("fragment F{i} on Query {{ ...F{j} ...F{j} }} ", j = i - 1)).collect();
+    docs.push(doc(
+        "spread-only fan-out",
+        format!("query {{ ...F30 }} fragment F0 on Query {{ ...Unknown }} {spreads}"),
+        TOO_COMPLEX,
+    ));
+    // Arguments: thousands on one field, and a few on a field repeated
+    // hundreds of times (the overlapping-fields rule compares each repeat's
+    // arguments with the first one's: one error per difference).
+    let args = repeat_to(10_000, |i| format!("b{i}: 1 "));
+    docs.push(doc(
+        "2500 arguments",
+        format!("{{ thread(id: \"qc\" {args}) {{ id }} {} }}", "thread { id } ".repeat(400)),
+        TOO_COMPLEX,
+    ));
+    let args: String = (0..15).map(|i| format!("a{i}: {i} ")).collect();
+    let repeats = "thread(id: \"qc\") { id } ".repeat(600);
+    docs.push(doc("16 arguments, 600 repeats", format!("{{ thread(id: \"qc\" {args}) {{ id }} {repeats}}}"), INVALID));
     // The report's query, byte for byte in shape: 1,559 bytes.
     let frags: String =
         (0..30).map(|i| format!("fragment F{i} on Query {{ __typename ...F{} ...F{} }} ", i + 1, i + 1)).collect();
@@ -138,7 +158,9 @@ fn family() -> Vec<Doc> {
     let long = "x".repeat(15_000);
     docs.push(doc("15 KB string literal", format!("{{ thread(id: \"{long}\") {{ id }} }}"), Some("BAD_USER_INPUT")));
     let list = repeat_to(15_000, |_| "1,".into());
-    docs.push(doc("7500-item list literal", format!("{{ thread(id: [{list}]) {{ id }} }}"), Some("BAD_USER_INPUT")));
+    docs.push(doc("7500-item list literal", format!("{{ thread(id: [{list}]) {{ id }} }}"), TOO_COMPLEX));
+    let list = "1,".repeat(1500);
+    docs.push(doc("1500-item list literal", format!("{{ thread(id: [{list}]) {{ id }} }}"), Some("BAD_USER_INPUT")));
     let mut big = doc("100k-item variable", "query Big($big: [Int]) { __typename }".into(), INVALID);
     big.variables = json!({ "big": vec![7; 100_000] });
     docs.push(big);
@@ -165,6 +187,8 @@ fn codes(v: &Value, out: &mut Vec<String>) {
 fn check(d: &Doc, via: &str, answer: &Value) {
     let mut found = Vec::new();
     codes(answer, &mut found);
+    // A response lists at most 100 errors and a note of how many more.
+    assert!(found.len() <= 101, "{} via {via}: {} errors in one answer", d.name, found.len());
     assert!(!found.iter().any(|c| c == "INTERNAL_SERVER_ERROR"), "{} via {via}: internal error: {answer}", d.name);
     match d.expect {
         Some(code) => assert!(found.iter().any(|c| c == code), "{} via {via}: expected {code}, got {answer}", d.name),
@@ -329,7 +353,7 @@ async fn a_full_compute_pool_answers_503_service_overloaded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_the_service_while_heavy_requests_run() {
+async fn sigterm_under_a_stream_of_hostile_requests_exits_zero() {
     let mut svc = Service::new("query-cost-term");
     svc.start().await;
     let docs = Arc::new(family());
@@ -375,8 +399,9 @@ async fn an_unbounded_validation_stalls_only_itself() {
     svc.set("REQUEST_TIMEOUT_MS", "3000");
     svc.start().await;
     let url = format!("http://{}/graphql", svc.addr);
-    // 2^27 fields per inlining pass: seconds to minutes of validation.
-    let bomb = json!({ "query": fan_out("query", "Query", 2, 26, "__typename") });
+    // 2^31 selections per walk: minutes of validation, even in a release
+    // build, so it is surely still running throughout.
+    let bomb = json!({ "query": fan_out("query", "Query", 2, 30, "__typename") });
     let stuck = tokio::spawn(svc.http.post(&url).json(&bomb).timeout(ANSWER_BOUND).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
