@@ -274,19 +274,11 @@ fn with_code(mut e: ServerError, c: &str) -> ServerError {
     e
 }
 
-fn is_input_error(m: &str) -> bool {
-    m.starts_with("Invalid value for argument")
-        || m.starts_with("Invalid value for variable")
-        || m.starts_with("Failed to parse")
-        || (m.contains("Variable") && m.contains("is not defined"))
-}
-
+/// async-graphql's own limits, by the texts of the limits it enforces
+/// (complexity, the parser's recursion depth); our checks run before
+/// them and carry their codes already.
 fn is_limit_error(m: &str) -> bool {
-    m.contains("too complex")
-        || m.contains("nested too deep")
-        || m.contains("Too many")
-        || m.contains("recursion depth")
-        || m.contains("number of directives")
+    m.contains("too complex") || m.contains("nested too deep") || m.contains("recursion depth")
 }
 
 /// Gives every error of a response a code, and keeps at most
@@ -306,21 +298,29 @@ fn label(mut response: Response) -> Response {
     response
 }
 
+/// Labels an error by where it came from, not by its wording:
+/// - it carries a code: it is ours (every resolver error is a
+///   [`crate::Error`], which always has one; `INTERNAL_SERVER_ERROR` among
+///   them already has its generic message);
+/// - no code and no path: async-graphql refused the request before running
+///   it (validation, a limit, a variable's value): a client mistake, and
+///   `BAD_USER_INPUT` when it is about a value (an argument's or a
+///   variable's: "Invalid value for …"), else `GRAPHQL_VALIDATION_FAILED`;
+/// - no code on a field's path: async-graphql could not coerce that
+///   field's arguments (resolvers never raise code-less errors): a client
+///   mistake too.
+///
+/// So no client mistake can become `INTERNAL_SERVER_ERROR`; the wording
+/// only picks the more precise client code.
 fn label_error(e: ServerError) -> ServerError {
     if has_code(&e) {
         e
     } else if is_limit_error(&e.message) {
         with_code(e, code::QUERY_TOO_COMPLEX)
-    } else if is_input_error(&e.message) {
-        with_code(e, code::BAD_USER_INPUT)
-    } else if e.path.is_empty() {
-        // Raised before execution (no field path): a validation rule.
+    } else if e.path.is_empty() && !e.message.starts_with("Invalid value for") {
         with_code(e, code::VALIDATION_FAILED)
     } else {
-        tracing::error!(message = %e.message, "unlabelled GraphQL error");
-        let mut generic = ServerError::new("internal server error", e.locations.first().copied());
-        generic.path = e.path;
-        with_code(generic, code::INTERNAL)
+        with_code(e, code::BAD_USER_INPUT)
     }
 }
 
@@ -340,9 +340,18 @@ mod tests {
             code_of(ServerError::new("Unknown field \"x\"", None)).as_deref(),
             Some("\"GRAPHQL_VALIDATION_FAILED\"")
         );
-        let mut internal = ServerError::new("pool timed out: select * from secrets", None);
+        // Whatever async-graphql says while coercing a field's arguments,
+        // in any wording, is the client's mistake.
+        let mut coercion = ServerError::new("Expected input type \"MessageOrder\", found null.", None);
+        coercion.path = vec![async_graphql::PathSegment::Field("messages".into())];
+        assert_eq!(code_of(coercion).as_deref(), Some("\"BAD_USER_INPUT\""));
+        // A resolver's internal error keeps its code and generic message.
+        let internal: async_graphql::Error =
+            crate::Error::Internal("pool timed out: select * from secrets".into()).into();
+        let mut internal = internal.into_server_error(async_graphql::Pos::default());
         internal.path = vec![async_graphql::PathSegment::Field("thread".into())];
         let labelled = label_error(internal);
-        assert_eq!(labelled.message, "internal server error", "no internal text leaks");
+        assert!(!labelled.message.contains("secrets"), "no internal text leaks: {}", labelled.message);
+        assert_eq!(code_of(labelled).as_deref(), Some("\"INTERNAL_SERVER_ERROR\""));
     }
 }

@@ -15,6 +15,8 @@ use crate::error::Error;
 use crate::metrics::{Metrics, Tier};
 use crate::store::{breaker::State, MessageStore, Order, Page, PageQuery};
 
+/// Page size when none is given.
+pub const DEFAULT_LIMIT: i32 = 50;
 /// Largest page.
 pub const MAX_LIMIT: i32 = 200;
 /// Deepest offset.
@@ -114,18 +116,20 @@ impl ThreadNode {
         ID(self.0.as_str().to_owned())
     }
 
-    /// A page by offset. `limit` 1..=200, `offset` 0..=100000.
+    /// A page by offset. `limit` 1..=200, `offset` 0..=100000. Each
+    /// argument is optional: left out or `null`, it takes its default (what
+    /// generated clients send for a declared, unset variable).
     async fn messages(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 50)] limit: i32,
-        #[graphql(default = 0)] offset: i32,
-        #[graphql(default_with = "MessageOrder::OldestFirst")] order: MessageOrder,
+        #[graphql(default_with = "Some(DEFAULT_LIMIT)")] limit: Option<i32>,
+        #[graphql(default_with = "Some(0)")] offset: Option<i32>,
+        #[graphql(default_with = "Some(MessageOrder::OldestFirst)")] order: Option<MessageOrder>,
     ) -> Result<Vec<MessageNode>, Error> {
         let q = PageQuery::Offset {
-            order: order.into(),
-            offset: bounded("offset", offset, 0, MAX_OFFSET)?,
-            limit: bounded("limit", limit, 1, MAX_LIMIT)?,
+            order: order.unwrap_or(MessageOrder::OldestFirst).into(),
+            offset: bounded("offset", offset.unwrap_or(0), 0, MAX_OFFSET)?,
+            limit: bounded("limit", limit.unwrap_or(DEFAULT_LIMIT), 1, MAX_LIMIT)?,
         };
         Ok(self.read(ctx, q).await?.into_iter().map(MessageNode).collect())
     }
@@ -147,7 +151,7 @@ impl ThreadNode {
             }
             (Some(f), None) => (Order::Asc, bounded("first", f, 1, MAX_LIMIT)?),
             (None, Some(l)) => (Order::Desc, bounded("last", l, 1, MAX_LIMIT)?),
-            (None, None) => (Order::Asc, 50),
+            (None, None) => (Order::Asc, DEFAULT_LIMIT as u32),
         };
         let mut page = self.read(ctx, PageQuery::Range { order, after, before, limit: n + 1 }).await?;
         let more = page.len() > n as usize;

@@ -9,6 +9,7 @@ mod bad_input;
 mod edges;
 mod failover;
 mod messages;
+mod optional_args;
 mod pagination;
 mod persistence;
 mod query_cost;
