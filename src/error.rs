@@ -49,6 +49,8 @@ pub enum Error {
         /// The write may have been applied: retry with the same `clientMessageId`.
         maybe_stored: bool,
     },
+    /// No tier could serve a read (nothing was attempted to be stored).
+    ReadUnavailable,
     /// No valid credentials.
     Unauthenticated,
     /// Not a member (or not the owner) of the thread.
@@ -60,6 +62,17 @@ pub enum Error {
     },
     /// A bug or an unexpected failure; the string is for logs only.
     Internal(String),
+}
+
+impl Error {
+    /// The same error, worded for a read: an unavailable store did not
+    /// fail to store anything.
+    pub fn on_read(self) -> Self {
+        match self {
+            Error::StorageUnavailable { .. } => Error::ReadUnavailable,
+            other => other,
+        }
+    }
 }
 
 impl From<ValidationError> for Error {
@@ -103,6 +116,10 @@ impl From<Error> for async_graphql::Error {
             Error::StorageUnavailable { maybe_stored: true } => (
                 code::STORAGE_UNAVAILABLE,
                 "storage is unavailable; the message may have been stored: retry with the same clientMessageId".into(),
+            ),
+            Error::ReadUnavailable => (
+                code::STORAGE_UNAVAILABLE,
+                "storage is unavailable; the read could not be served: retry shortly".into(),
             ),
             Error::Unauthenticated => (code::UNAUTHENTICATED, "a valid bearer token is required".into()),
             Error::Forbidden => (code::FORBIDDEN, "not allowed on this thread".into()),

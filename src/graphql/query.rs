@@ -39,7 +39,7 @@ impl Query {
     /// (`FORBIDDEN` otherwise, also when it does not exist).
     async fn thread(&self, ctx: &Context<'_>, id: ID) -> Result<ThreadNode, Error> {
         let thread = ThreadId::parse(&id)?;
-        check(ctx, &thread, Action::Read).await?;
+        check(ctx, &thread, Action::Read).await.map_err(Error::on_read)?;
         Ok(ThreadNode(thread))
     }
 
@@ -47,7 +47,7 @@ impl Query {
     async fn message(&self, ctx: &Context<'_>, id: ID) -> Result<Option<MessageNode>, Error> {
         let id = MessageId::parse(&id)?;
         let store = ctx.data::<MessageStore>()?;
-        let Some(m) = store.message(id).await? else { return Ok(None) };
+        let Some(m) = store.message(id).await.map_err(|e| Error::from(e).on_read())? else { return Ok(None) };
         match check(ctx, &ThreadId::parse(&m.thread_id)?, Action::Read).await {
             Ok(_) => Ok(Some(MessageNode(m))),
             Err(Error::Forbidden) => Ok(None),
@@ -97,12 +97,12 @@ pub struct ThreadNode(ThreadId);
 impl ThreadNode {
     async fn read(&self, ctx: &Context<'_>, q: PageQuery) -> Result<Vec<Message>, Error> {
         let store = ctx.data::<MessageStore>()?;
-        match store.page(&self.0, q).await? {
+        match store.page(&self.0, q).await.map_err(|e| Error::from(e).on_read())? {
             Page::Messages(m) => Ok(m),
             Page::Keys(ids) => {
                 let loader = ctx.data::<DataLoader<MessageLoader>>()?;
                 let keys: Vec<MessageKey> = ids.iter().map(|id| MessageKey(self.0.clone(), *id)).collect();
-                let mut found = loader.load_many(keys.iter().cloned()).await?;
+                let mut found = loader.load_many(keys.iter().cloned()).await.map_err(Error::on_read)?;
                 Ok(keys.iter().filter_map(|k| found.remove(k)).collect())
             }
         }
@@ -168,6 +168,6 @@ impl ThreadNode {
 
     /// Messages in the thread.
     async fn message_count(&self, ctx: &Context<'_>) -> Result<u64, Error> {
-        Ok(ctx.data::<MessageStore>()?.count(&self.0).await?)
+        ctx.data::<MessageStore>()?.count(&self.0).await.map_err(|e| Error::from(e).on_read())
     }
 }

@@ -128,14 +128,32 @@ impl PgTier {
         Ok(())
     }
 
-    async fn with_client<T, F>(&self, op: &'static str, f: F) -> Result<T, PgFault>
+    /// Runs the operation `make` builds on a pooled connection, under the
+    /// call timeout, recorded.
+    ///
+    /// A connection PostgreSQL closed while it sat in the pool (a restart,
+    /// `pg_ctl stop -m fast` or `-m immediate`) is retired at checkout, and
+    /// one found closed when the operation fails is retired and a second
+    /// operation from `make` runs on a fresh connection: without this, every stale connection in the pool
+    /// failed one caller after PostgreSQL came back, for up to a minute.
+    /// Running it twice is safe: a closed connection committed nothing
+    /// the second run does not find (every write here is idempotent by id).
+    async fn with_client<T, M, F>(&self, op: &'static str, make: M) -> Result<T, PgFault>
     where
+        M: Fn() -> F,
         F: AsyncFnOnce(&mut tokio_postgres::Client) -> Result<T, PgFault>,
     {
         let started = Instant::now();
         let result = tokio::time::timeout(self.timeout, async {
-            let mut conn = self.pool.get().await.map_err(|e| PgFault::Unavailable(e.to_string()))?;
-            f(&mut conn).await
+            let mut conn = self.live_connection().await?;
+            match make()(&mut conn).await {
+                Err(PgFault::Unavailable(e)) if conn.is_closed() => {
+                    tracing::debug!(op, error = %e, "pooled PostgreSQL connection was closed; once more on a fresh one");
+                    drop(conn); // broken: the pool discards it
+                    make()(&mut *self.live_connection().await?).await
+                }
+                other => other,
+            }
         })
         .await
         .unwrap_or_else(|_| Err(PgFault::Unavailable("timed out".into())));
@@ -143,11 +161,25 @@ impl PgTier {
         result
     }
 
+    /// A pooled connection whose driver has not seen it closed. Closed ones
+    /// are dropped, which makes the pool discard them (bb8 asks
+    /// `is_closed` when a connection comes back) and open new ones.
+    async fn live_connection(&self) -> Result<bb8::PooledConnection<'_, PostgresConnectionManager<NoTls>>, PgFault> {
+        loop {
+            let conn = self.pool.get().await.map_err(|e| PgFault::Unavailable(e.to_string()))?;
+            if !conn.is_closed() {
+                return Ok(conn);
+            }
+        }
+    }
+
     /// `SELECT 1` (readiness).
     pub async fn ping(&self) -> Result<(), PgFault> {
-        self.with_client("ping", async |c| {
-            c.simple_query("SELECT 1").await?;
-            Ok(())
+        self.with_client("ping", || {
+            async |c| {
+                c.simple_query("SELECT 1").await?;
+                Ok(())
+            }
         })
         .await
     }

@@ -93,6 +93,13 @@ impl PostgresServer {
         self.terminate(libc::SIGQUIT);
     }
 
+    /// Fast shutdown, as `pg_ctl stop -m fast` does it (SIGINT to the
+    /// postmaster): sessions are ended, a checkpoint is written. Waits until
+    /// all its processes are gone. No-op if not running.
+    pub fn stop_fast(&mut self) {
+        self.terminate(libc::SIGINT);
+    }
+
     /// SIGKILLs the postmaster and all its backends at once, like a crash of
     /// the database processes (what was written survives). No-op if not running.
     pub fn kill(&mut self) {

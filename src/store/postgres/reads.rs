@@ -14,45 +14,47 @@ impl PgTier {
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread))]
     pub async fn page(&self, thread: &ThreadId, q: &PageQuery) -> Result<Vec<Message>, PgFault> {
         let t = thread.as_str();
-        self.with_client("page", async |c| {
-            let rs = match *q {
-                PageQuery::Offset { order, offset, limit } => {
-                    let dir = if order == Order::Asc { "ASC" } else { "DESC" };
-                    let (offset, limit) = (i64::from(offset), i64::from(limit));
-                    c.query_typed(
-                        &format!(
-                            "SELECT {COLUMNS} FROM messages WHERE thread_id = $1
+        self.with_client("page", || {
+            async |c| {
+                let rs = match *q {
+                    PageQuery::Offset { order, offset, limit } => {
+                        let dir = if order == Order::Asc { "ASC" } else { "DESC" };
+                        let (offset, limit) = (i64::from(offset), i64::from(limit));
+                        c.query_typed(
+                            &format!(
+                                "SELECT {COLUMNS} FROM messages WHERE thread_id = $1
                              ORDER BY created_at {dir}, id {dir} OFFSET $2 LIMIT $3"
-                        ),
-                        &[(&t, Type::TEXT), (&offset, Type::INT8), (&limit, Type::INT8)],
-                    )
-                    .await?
-                }
-                PageQuery::Range { order, after, before, limit } => {
-                    let dir = if order == Order::Asc { "ASC" } else { "DESC" };
-                    let (lo_t, lo_id) = bound(after, false);
-                    let (hi_t, hi_id) = bound(before, true);
-                    let limit = i64::from(limit);
-                    c.query_typed(
-                        &format!(
-                            "SELECT {COLUMNS} FROM messages WHERE thread_id = $1
+                            ),
+                            &[(&t, Type::TEXT), (&offset, Type::INT8), (&limit, Type::INT8)],
+                        )
+                        .await?
+                    }
+                    PageQuery::Range { order, after, before, limit } => {
+                        let dir = if order == Order::Asc { "ASC" } else { "DESC" };
+                        let (lo_t, lo_id) = bound(after, false);
+                        let (hi_t, hi_id) = bound(before, true);
+                        let limit = i64::from(limit);
+                        c.query_typed(
+                            &format!(
+                                "SELECT {COLUMNS} FROM messages WHERE thread_id = $1
                                AND (created_at, id) > ($2, $3) AND (created_at, id) < ($4, $5)
                              ORDER BY created_at {dir}, id {dir} LIMIT $6"
-                        ),
-                        &[
-                            (&t, Type::TEXT),
-                            (&lo_t, Type::TIMESTAMPTZ),
-                            (&lo_id, Type::UUID),
-                            (&hi_t, Type::TIMESTAMPTZ),
-                            (&hi_id, Type::UUID),
-                            (&limit, Type::INT8),
-                        ],
-                    )
-                    .await?
-                }
-                PageQuery::Count => Vec::new(),
-            };
-            rows(rs)
+                            ),
+                            &[
+                                (&t, Type::TEXT),
+                                (&lo_t, Type::TIMESTAMPTZ),
+                                (&lo_id, Type::UUID),
+                                (&hi_t, Type::TIMESTAMPTZ),
+                                (&hi_id, Type::UUID),
+                                (&limit, Type::INT8),
+                            ],
+                        )
+                        .await?
+                    }
+                    PageQuery::Count => Vec::new(),
+                };
+                rows(rs)
+            }
         })
         .await
     }
@@ -71,7 +73,7 @@ impl PgTier {
         let t = thread.as_str();
         let window = i64::from(window);
         let also: Vec<Uuid> = also.iter().map(MessageId::as_uuid).collect();
-        self.with_client("head", async |c| {
+        self.with_client("head", || async |c| {
             let tx = c
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -120,14 +122,16 @@ impl PgTier {
     /// Messages by id (any thread): the DataLoader's miss path.
     pub async fn by_ids(&self, ids: &[MessageId]) -> Result<Vec<Message>, PgFault> {
         let ids: Vec<Uuid> = ids.iter().map(MessageId::as_uuid).collect();
-        self.with_client("by_ids", async |c| {
-            rows(
-                c.query_typed(
-                    &format!("SELECT {COLUMNS} FROM messages WHERE id = ANY($1)"),
-                    &[(&ids, Type::UUID_ARRAY)],
+        self.with_client("by_ids", || {
+            async |c| {
+                rows(
+                    c.query_typed(
+                        &format!("SELECT {COLUMNS} FROM messages WHERE id = ANY($1)"),
+                        &[(&ids, Type::UUID_ARRAY)],
+                    )
+                    .await?,
                 )
-                .await?,
-            )
+            }
         })
         .await
     }
@@ -135,14 +139,16 @@ impl PgTier {
     /// The message saved with an idempotency key, if any.
     pub async fn by_client_id(&self, thread: &ThreadId, key: &str) -> Result<Option<Message>, PgFault> {
         let t = thread.as_str();
-        self.with_client("by_client_id", async |c| {
-            let rs = c
-                .query_typed(
-                    &format!("SELECT {COLUMNS} FROM messages WHERE thread_id = $1 AND client_message_id = $2"),
-                    &[(&t, Type::TEXT), (&key, Type::TEXT)],
-                )
-                .await?;
-            rs.first().map(row_to_message).transpose()
+        self.with_client("by_client_id", || {
+            async |c| {
+                let rs = c
+                    .query_typed(
+                        &format!("SELECT {COLUMNS} FROM messages WHERE thread_id = $1 AND client_message_id = $2"),
+                        &[(&t, Type::TEXT), (&key, Type::TEXT)],
+                    )
+                    .await?;
+                rs.first().map(row_to_message).transpose()
+            }
         })
         .await
     }

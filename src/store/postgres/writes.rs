@@ -25,7 +25,7 @@ impl PgTier {
         let keys: Vec<Option<&str>> = batch.iter().map(|m| m.client_message_id.as_deref()).collect();
         let created: Vec<OffsetDateTime> = batch.iter().map(|m| m.created_at.to_datetime()).collect();
         let authors: Vec<Option<&str>> = batch.iter().map(|m| m.author_id.as_deref()).collect();
-        self.with_client("insert_batch", async |c| {
+        self.with_client("insert_batch", || async |c| {
             let n = c
                 .query_typed(
                     "INSERT INTO messages (thread_id, id, role, content, metadata, client_message_id, created_at, author_id)
@@ -60,7 +60,7 @@ impl PgTier {
         // Set once COMMIT is on its way: a failure after that point (a cut
         // connection, the call timeout) leaves the outcome unknown.
         let commit_sent = AtomicBool::new(false);
-        let result = self.with_client("failover_save", async |c| {
+        let result = self.with_client("failover_save", || async |c| {
             let tx = c.transaction().await?;
             tx.query_typed(
                 "INSERT INTO threads (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id",
@@ -117,37 +117,44 @@ impl PgTier {
     pub async fn pending_reconcile(
         &self,
     ) -> Result<Vec<(String, Timestamp, Vec<(String, MessageId)>, Vec<Uuid>)>, PgFault> {
-        self.with_client("pending_reconcile", async |c| {
-            let rs = c
-                .query_typed(
-                    "SELECT thread_id, max(created_at), array_agg(id), array_agg(client_message_id)
+        self.with_client("pending_reconcile", || {
+            async |c| {
+                let rs = c
+                    .query_typed(
+                        "SELECT thread_id, max(created_at), array_agg(id), array_agg(client_message_id)
                      FROM messages WHERE needs_reconcile GROUP BY thread_id LIMIT 1000",
-                    &[],
-                )
-                .await?;
-            rs.iter()
-                .map(|r| {
-                    let ids: Vec<Uuid> = r.try_get(2)?;
-                    let keys: Vec<Option<String>> = r.try_get(3)?;
-                    let idem =
-                        ids.iter().zip(keys).filter_map(|(id, k)| k.map(|k| (k, MessageId::from_uuid(*id)))).collect();
-                    Ok((r.try_get(0)?, Timestamp::from_datetime(r.try_get(1)?), idem, ids))
-                })
-                .collect::<Result<Vec<_>, tokio_postgres::Error>>()
-                .map_err(PgFault::from)
+                        &[],
+                    )
+                    .await?;
+                rs.iter()
+                    .map(|r| {
+                        let ids: Vec<Uuid> = r.try_get(2)?;
+                        let keys: Vec<Option<String>> = r.try_get(3)?;
+                        let idem = ids
+                            .iter()
+                            .zip(keys)
+                            .filter_map(|(id, k)| k.map(|k| (k, MessageId::from_uuid(*id))))
+                            .collect();
+                        Ok((r.try_get(0)?, Timestamp::from_datetime(r.try_get(1)?), idem, ids))
+                    })
+                    .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+                    .map_err(PgFault::from)
+            }
         })
         .await
     }
 
     /// Clears the reconcile flag once Redis reflects those rows.
     pub async fn mark_reconciled(&self, thread: &str, ids: &[Uuid]) -> Result<(), PgFault> {
-        self.with_client("mark_reconciled", async |c| {
-            c.query_typed(
-                "UPDATE messages SET needs_reconcile = false WHERE thread_id = $1 AND id = ANY($2)",
-                &[(&thread, Type::TEXT), (&ids, Type::UUID_ARRAY)],
-            )
-            .await?;
-            Ok(())
+        self.with_client("mark_reconciled", || {
+            async |c| {
+                c.query_typed(
+                    "UPDATE messages SET needs_reconcile = false WHERE thread_id = $1 AND id = ANY($2)",
+                    &[(&thread, Type::TEXT), (&ids, Type::UUID_ARRAY)],
+                )
+                .await?;
+                Ok(())
+            }
         })
         .await
     }
