@@ -66,6 +66,7 @@ impl Application {
             idempotency_ttl_s: r.idempotency_ttl().as_secs(),
             window: r.thread_window.max(1),
             backlog_limit: settings.persist.persist_backlog_limit,
+            patience: settings.limits.request_timeout() / 2,
         };
         let store = MessageStore::new(redis.clone(), pg, breaker, events.clone(), config, metrics.clone());
         if !r.force_failover {

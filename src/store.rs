@@ -19,6 +19,7 @@
 pub mod access;
 pub mod backpressure;
 pub mod breaker;
+mod gate;
 pub mod persister;
 pub mod postgres;
 mod reads;
@@ -29,13 +30,14 @@ pub mod reconcile;
 
 use std::sync::Arc;
 
-use crate::domain::{Message, NewMessage, OrderKey};
+use crate::domain::{Message, MessageId, NewMessage, OrderKey};
 use crate::events::Events;
 use crate::metrics::Metrics;
 use backpressure::Backpressure;
-use breaker::{Breaker, Route};
+use breaker::Breaker;
+use gate::Missed;
 use postgres::{FailoverOutcome, PgFault, PgTier};
-use redis::{messages::SaveOutcome, RedisFault, RedisTier};
+use redis::{messages::SaveOutcome, RedisTier};
 
 /// Sort direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +107,9 @@ pub struct StoreConfig {
     pub window: u32,
     /// Most unacknowledged persistence entries before saves are refused (0: no bound).
     pub backlog_limit: u64,
+    /// How long a request keeps asking a slow Redis while PostgreSQL is
+    /// known to be down (failing over would only fail).
+    pub patience: std::time::Duration,
 }
 
 impl StoreError {
@@ -161,103 +166,104 @@ impl MessageStore {
         &self.metrics
     }
 
-    /// The breaker.
-    pub fn breaker(&self) -> &Breaker {
-        &self.breaker
+    /// The breaker's state (storage metrics, tests): read-only, as only
+    /// the gate ([`gate`]) reports to it.
+    pub fn breaker_state(&self) -> breaker::State {
+        self.breaker.state()
     }
 
-    /// Where the next Redis call goes. Any Redis call first brings Redis up
-    /// to date with failover writes (see [`reconcile`]), so a message written
-    /// to PostgreSQL can't be missed, duplicated or reordered once Redis is back.
-    ///
-    /// A half-open probe is a `PING` made here, not the caller's operation:
-    /// the caller uses Redis only once the breaker has closed (see [`breaker`]).
-    async fn route(&self) -> Route {
-        let mut route = self.breaker.route();
-        if route == Route::Probe {
-            let ok = self.redis.ping().await.is_ok();
-            self.breaker.record(Route::Probe, ok);
-            route = self.breaker.peek_route();
-        }
-        self.reconcile_before(route).await
+    /// The shape of every write: one Redis attempt (its script), else one
+    /// PostgreSQL transaction under the failover gate. `attempt` builds the
+    /// Redis attempt; it runs a second time only when Redis came back while
+    /// this write waited at the gate (a failover write then would race
+    /// Redis writes on the same thread).
+    async fn write<T, M, A>(
+        &self,
+        attempt: M,
+        failover: impl AsyncFnOnce(bool) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError>
+    where
+        M: Fn() -> A,
+        A: AsyncFnOnce() -> Attempt<T>,
+    {
+        let maybe_in_redis = match attempt()().await {
+            Attempt::Done(result) => return result,
+            Attempt::FailOver { maybe_applied } => maybe_applied,
+            Attempt::Skipped => {
+                let gate = self.reconcile.failover_gate().await;
+                if !self.redis_in_use() {
+                    return failover(false).await;
+                }
+                drop(gate);
+                match attempt()().await {
+                    Attempt::Done(result) => return result,
+                    Attempt::FailOver { maybe_applied } => maybe_applied,
+                    Attempt::Skipped => false,
+                }
+            }
+        };
+        let _gate = self.reconcile.failover_gate().await;
+        failover(maybe_in_redis).await
     }
 
     /// Saves a message (see the module docs for the tiers).
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %new.thread_id, message_id = %new.id))]
     pub async fn save(&self, new: NewMessage) -> Result<Message, StoreError> {
-        let mut route = self.route().await;
-        if route == Route::Fallback {
-            let gate = self.reconcile.failover_gate().await;
-            if !self.breaker.is_closed() {
-                return self.save_failover(new, false).await;
+        let new = &new;
+        self.write(|| async || self.save_in_redis(new).await, async |maybe| self.save_in_postgres(new, maybe).await)
+            .await
+    }
+
+    /// The Redis attempt of a save: `save.lua`, asked again once on a cold
+    /// thread (after checking PostgreSQL for the idempotency key).
+    async fn save_in_redis(&self, new: &NewMessage) -> Attempt<Message> {
+        let c = &self.config;
+        let mut outcome = self.via_redis_patiently(|| async |r: &RedisTier| r.save(new, true, c).await).await;
+        if let Ok(SaveOutcome::Cold) = outcome {
+            if let Some(found) = self.known_key(new).await {
+                return Attempt::Done(same_or_conflict(new, found));
             }
-            // Redis came back while this request waited at the gate: a
-            // failover write now would race Redis saves on the same thread.
-            drop(gate);
-            route = self.route().await;
+            outcome = self.via_redis_patiently(|| async |r: &RedisTier| r.save(new, false, c).await).await;
         }
-        // Whether Redis may have applied this save although the call failed.
-        let mut maybe_in_redis = false;
-        if route != Route::Fallback {
-            let c = &self.config;
-            let mut outcome = self.redis.save(&new, true, c).await;
-            if route == Route::Redis && matches!(outcome, Err(RedisFault::Timeout)) {
-                // One timeout on a Redis the breaker trusts is most often this
-                // process being descheduled (or frozen) past the deadline:
-                // ask once more before writing to PostgreSQL, where a copy
-                // would carry another clock's createdAt while other instances
-                // go on writing to Redis. The script is idempotent by id.
-                outcome = self.redis.save(&new, true, c).await;
+        match outcome {
+            Ok(SaveOutcome::Saved(m)) => {
+                self.metrics.save();
+                Attempt::Done(Ok(m))
             }
-            if let Ok(SaveOutcome::Cold) = outcome {
-                if let Some(found) = self.known_key(&new).await {
-                    // Redis answered; this request ends here.
-                    self.breaker.record(route, true);
-                    return same_or_conflict(&new, found);
-                }
-                outcome = self.redis.save(&new, false, c).await;
+            Ok(SaveOutcome::Cold) => Attempt::Done(Err(StoreError::Internal("save script answered cold twice".into()))),
+            Ok(SaveOutcome::BacklogFull) => {
+                // No failover: the backlog means PostgreSQL is down or
+                // behind, so fail fast.
+                self.backpressure.refused();
+                Attempt::Done(Err(StoreError::UNAVAILABLE))
             }
-            match outcome {
-                Ok(SaveOutcome::Saved(m)) => {
-                    self.breaker.record(route, true);
-                    self.metrics.save();
-                    return Ok(m);
-                }
-                Ok(SaveOutcome::Cold) => {
-                    self.breaker.record(route, true);
-                    return Err(StoreError::Internal("save script answered cold twice".into()));
-                }
-                Ok(SaveOutcome::BacklogFull) => {
-                    // Not a Redis fault, and no failover either: the backlog
-                    // means PostgreSQL is down or behind, so fail fast.
-                    self.breaker.record(route, true);
-                    self.backpressure.refused();
-                    return Err(StoreError::UNAVAILABLE);
-                }
-                Ok(SaveOutcome::Duplicate(id, cached)) => {
-                    self.breaker.record(route, true);
-                    let original = match cached {
-                        Some(m) => Some(m),
-                        // The original is stored either way: a retry finds it.
-                        None => self.pg.by_ids(&[id]).await.map_err(|_| StoreError::UNAVAILABLE)?.into_iter().next(),
-                    };
-                    let original =
-                        original.ok_or_else(|| StoreError::Internal(format!("idempotent original {id} not found")))?;
-                    return same_or_conflict(&new, original);
-                }
-                Err(fault) => {
-                    // Fall back for this request too: the id was fixed
-                    // before the call, so if Redis did apply it (ambiguous
-                    // timeout) both copies are the same message and the
-                    // idempotent insert keeps one.
-                    tracing::warn!(%fault, "redis save failed; writing to postgres");
-                    self.breaker.record(route, false);
-                    maybe_in_redis = fault.maybe_applied();
-                }
+            Ok(SaveOutcome::Duplicate(id, cached)) => Attempt::Done(self.resolve_duplicate(new, id, cached).await),
+            Err(Missed::Skipped) => Attempt::Skipped,
+            Err(missed) => {
+                // The id was fixed before the call, so if Redis did apply it
+                // (an ambiguous timeout) both copies are the same message and
+                // the idempotent insert keeps one.
+                tracing::warn!(fault = %missed, "redis save failed; writing to postgres");
+                Attempt::FailOver { maybe_applied: missed.maybe_applied() }
             }
         }
-        let _gate = self.reconcile.failover_gate().await;
-        self.save_failover(new, maybe_in_redis).await
+    }
+
+    /// The original of a duplicate save (same idempotency key): the same
+    /// payload is the original, another payload a conflict.
+    async fn resolve_duplicate(
+        &self,
+        new: &NewMessage,
+        id: MessageId,
+        cached: Option<Message>,
+    ) -> Result<Message, StoreError> {
+        let original = match cached {
+            Some(m) => Some(m),
+            // The original is stored either way: a retry finds it.
+            None => self.pg.by_ids(&[id]).await.map_err(|_| StoreError::UNAVAILABLE)?.into_iter().next(),
+        };
+        let original = original.ok_or_else(|| StoreError::Internal(format!("idempotent original {id} not found")))?;
+        same_or_conflict(new, original)
     }
 
     /// A keyed save on a cold thread: PostgreSQL may know the key (its
@@ -267,10 +273,12 @@ impl MessageStore {
         match self.pg.by_client_id(&new.thread_id, key.as_str()).await {
             Ok(found) => {
                 if let Some(m) = &found {
-                    let _ = self
-                        .redis
-                        .remember_key(&new.thread_id, key.as_str(), &m.id, self.config.idempotency_ttl_s)
-                        .await;
+                    let ttl = self.config.idempotency_ttl_s;
+                    let remembered =
+                        self.via_redis(async |r| r.remember_key(&new.thread_id, key.as_str(), &m.id, ttl).await).await;
+                    if let Err(missed) = remembered {
+                        tracing::debug!(%missed, "could not remember the idempotency key in redis");
+                    }
                 }
                 found
             }
@@ -283,16 +291,17 @@ impl MessageStore {
         }
     }
 
-    /// Writes to PostgreSQL; the caller holds the failover gate.
-    async fn save_failover(&self, new: NewMessage, maybe_in_redis: bool) -> Result<Message, StoreError> {
-        match self.pg.save(&new).await {
+    /// The failover transaction of a save; the caller holds the failover
+    /// gate.
+    async fn save_in_postgres(&self, new: &NewMessage, maybe_in_redis: bool) -> Result<Message, StoreError> {
+        match self.pg.save(new).await {
             Ok(FailoverOutcome::Saved(m)) => {
                 self.metrics.failover_write();
                 self.metrics.save();
                 self.events.publish_local(&m);
                 Ok(m)
             }
-            Ok(FailoverOutcome::Existing(m)) => same_or_conflict(&new, m),
+            Ok(FailoverOutcome::Existing(m)) => same_or_conflict(new, m),
             Err(fault) => {
                 tracing::error!(%fault, "failover save failed: neither tier can take the write");
                 let maybe_stored = maybe_in_redis || matches!(fault, PgFault::CommitUnknown(_));
@@ -300,6 +309,21 @@ impl MessageStore {
             }
         }
     }
+}
+
+/// What one Redis attempt at a write came to.
+enum Attempt<T> {
+    /// Redis answered: the write's result, whatever it is.
+    Done(Result<T, StoreError>),
+    /// Redis failed: write to PostgreSQL. `maybe_applied`: Redis may hold
+    /// the write too (a timeout, a cut connection).
+    FailOver {
+        /// Whether the write may be in Redis all the same.
+        maybe_applied: bool,
+    },
+    /// Redis was not tried (the breaker is open): PostgreSQL, unless Redis
+    /// is back by the time the failover gate is taken.
+    Skipped,
 }
 
 fn same_or_conflict(new: &NewMessage, original: Message) -> Result<Message, StoreError> {

@@ -67,7 +67,7 @@ impl Query {
         };
         let (depth, pending, lag_ms, dead) = metrics.queue_snapshot();
         let (saves, reads) = metrics.rates();
-        let breaker = match store.breaker().state() {
+        let breaker = match store.breaker_state() {
             State::Closed { .. } => "CLOSED",
             State::HalfOpen { .. } => "HALF_OPEN",
             State::Open { .. } => "OPEN",

@@ -15,7 +15,7 @@
 //! keep working from the cache, but a new thread's first save answers
 //! `STORAGE_UNAVAILABLE` when authentication is on.
 
-use super::{breaker::Route, MessageStore, StoreError};
+use super::{MessageStore, StoreError};
 use crate::domain::ThreadId;
 
 /// What a user may do on a thread, as stored.
@@ -36,21 +36,17 @@ impl MessageStore {
     /// `user`'s access to `thread` (empty `user`: only whether it is claimed).
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread))]
     pub async fn access(&self, thread: &ThreadId, user: &str) -> Result<Access, StoreError> {
-        let route = self.route().await;
-        if route != Route::Fallback {
-            match self.redis.acl_get(thread.as_str(), user).await {
-                Ok(Some(access)) => {
-                    self.breaker.record(route, true);
-                    return Ok(access);
-                }
-                Ok(None) => self.breaker.record(route, true),
-                Err(_) => self.breaker.record(route, false),
-            }
+        if let Ok(Some(access)) = self.via_redis(async |r| r.acl_get(thread.as_str(), user).await).await {
+            return Ok(access);
         }
         let (access, version) = self.pg.access(thread.as_str(), user).await.map_err(|_| StoreError::UNAVAILABLE)?;
-        if let (Route::Redis, Access::Claimed { owner, member }) = (self.breaker.peek_route(), &access) {
+        if let Access::Claimed { owner, member } = &access {
             let ttl = self.config.cache_ttl_s;
-            let _ = self.redis.acl_fill(thread.as_str(), user, owner.as_deref(), *member, version, ttl).await;
+            let filled = self
+                .via_redis(async |r| r.acl_fill(thread.as_str(), user, owner.as_deref(), *member, version, ttl).await);
+            if let Err(missed) = filled.await {
+                tracing::debug!(%missed, "could not cache the access answer in redis");
+            }
         }
         Ok(access)
     }
@@ -71,8 +67,8 @@ impl MessageStore {
         let Some(version) = self.pg.set_member(t, user, member).await.map_err(|_| StoreError::UNAVAILABLE)? else {
             return Ok(false);
         };
-        let told = self.breaker.peek_route() == Route::Redis
-            && self.redis.acl_changed(t, version, self.config.cache_ttl_s).await.is_ok();
+        let ttl = self.config.cache_ttl_s;
+        let told = self.via_redis(async |r| r.acl_changed(t, version, ttl).await).await.is_ok();
         if !told {
             tracing::warn!(thread_id = %t, "membership change not in the redis cache yet; reconciled before redis is used");
             let _ = self.pg.mark_acl_dirty(t).await;
@@ -81,7 +77,10 @@ impl MessageStore {
         if !member {
             self.events.revoke_local(t, user);
             if told {
-                let _ = self.redis.publish_revoke(t, user).await;
+                if let Err(missed) = self.via_redis(async |r| r.publish_revoke(t, user).await).await {
+                    // Other instances' feeds re-check membership every 30 s.
+                    tracing::warn!(%missed, "could not announce a removal to other instances");
+                }
             }
         }
         Ok(true)

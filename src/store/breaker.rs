@@ -45,6 +45,13 @@ pub enum State {
 /// How long a half-open probe may take before its slot is reclaimed.
 const PROBE_LEASE: Duration = Duration::from_secs(5);
 
+impl State {
+    /// Whether Redis takes all calls.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, State::Closed { .. })
+    }
+}
+
 /// Where a call should go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -166,17 +173,6 @@ impl Breaker {
         *s = next;
     }
 
-    /// Gives back a probe slot that was not used (the caller went elsewhere).
-    pub fn abandon(&self, route: Route) {
-        if route != Route::Probe {
-            return;
-        }
-        let Ok(mut s) = self.state.lock() else { return };
-        if let State::HalfOpen { in_flight, successes, granted } = *s {
-            *s = State::HalfOpen { in_flight: in_flight.saturating_sub(1), successes, granted };
-        }
-    }
-
     fn open(&self) -> State {
         self.transition("open", 2, true);
         State::Open { until: Instant::now() + self.cooldown }
@@ -224,19 +220,6 @@ mod tests {
         assert_eq!(b.route(), Route::Probe);
         b.record(Route::Probe, false);
         assert!(matches!(b.state(), State::Open { .. }));
-    }
-
-    #[test]
-    fn an_abandoned_probe_frees_its_slot() {
-        let b = breaker();
-        for _ in 0..3 {
-            b.record(Route::Redis, false);
-        }
-        assert_eq!(b.route(), Route::Probe);
-        assert_eq!(b.route(), Route::Probe);
-        assert_eq!(b.route(), Route::Fallback);
-        b.abandon(Route::Probe);
-        assert_eq!(b.route(), Route::Probe, "the slot is free again");
     }
 
     #[test]

@@ -2,7 +2,13 @@
 //! function per query, SQL inline. Queries use `query_typed` (parameter
 //! types given, no separate prepare round trip).
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use bb8_postgres::{bb8, tokio_postgres, PostgresConnectionManager};
 use time::OffsetDateTime;
@@ -64,6 +70,9 @@ pub struct PgTier {
     pool: bb8::Pool<PostgresConnectionManager<NoTls>>,
     timeout: Duration,
     metrics: Metrics,
+    /// Whether the last call found PostgreSQL unavailable (set by every
+    /// call, so the persister's retries keep it current during an outage).
+    down: Arc<AtomicBool>,
 }
 
 const COLUMNS: &str = "id, thread_id, role, content, metadata, client_message_id, created_at, author_id";
@@ -110,7 +119,7 @@ impl PgTier {
             .connection_timeout(timeout)
             .test_on_check_out(false)
             .build_unchecked(manager);
-        Ok(Self { pool, timeout, metrics })
+        Ok(Self { pool, timeout, metrics, down: Arc::default() })
     }
 
     /// Applies the SQL files in `migrations/` (idempotent).
@@ -158,7 +167,14 @@ impl PgTier {
         .await
         .unwrap_or_else(|_| Err(PgFault::Unavailable("timed out".into())));
         self.metrics.tier_call(Tier::Postgres, op, started.elapsed(), result.is_ok());
+        let unavailable = matches!(result, Err(PgFault::Unavailable(_) | PgFault::CommitUnknown(_)));
+        self.down.store(unavailable, Ordering::Relaxed);
         result
+    }
+
+    /// Whether the last call found PostgreSQL unavailable.
+    pub fn known_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
     }
 
     /// A pooled connection whose driver has not seen it closed. Closed ones

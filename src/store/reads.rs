@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::redis::maintenance::IndexSnapshot;
-use super::{breaker::Route, MessageStore, Order, PageQuery, StoreError};
+use super::{redis::RedisTier, MessageStore, Order, PageQuery, StoreError};
 use crate::domain::{Message, MessageId, OrderKey, ThreadId};
 
 /// A page as the facade returns it: ids whose bodies the caller loads in
@@ -56,22 +56,15 @@ impl MessageStore {
     /// alone answered, so messages Redis holds unpersisted may be missing).
     async fn page_and_source(&self, thread: &ThreadId, q: PageQuery) -> Result<(Page, bool), StoreError> {
         self.metrics.read();
-        let route = self.route().await;
-        if route != Route::Fallback {
-            match self.redis.read_index(thread, &q).await {
-                Ok(Some((_, ids))) => {
-                    self.breaker.record(route, true);
-                    return Ok((Page::Keys(ids), true));
+        match self.via_redis_patiently(|| async |r: &RedisTier| r.read_index(thread, &q).await).await {
+            Ok(Some((_, ids))) => return Ok((Page::Keys(ids), true)),
+            Ok(None) => {
+                if let Ok((unpersisted, gen)) = self.via_redis(async |r| r.unpersisted(thread).await).await {
+                    let page = self.cold_page(thread, q, unpersisted, gen).await?;
+                    return Ok((Page::Messages(page), true));
                 }
-                Ok(None) => {
-                    self.breaker.record(route, true);
-                    if let Ok((unpersisted, gen)) = self.redis.unpersisted(thread).await {
-                        let page = self.cold_page(thread, q, unpersisted, gen).await?;
-                        return Ok((Page::Messages(page), true));
-                    }
-                }
-                Err(_) => self.breaker.record(route, false),
             }
+            Err(_) => {}
         }
         let rows = self.pg.page(thread, &q).await.map_err(|_| StoreError::UNAVAILABLE)?;
         Ok((Page::Messages(rows), false))
@@ -86,7 +79,7 @@ impl MessageStore {
     /// The flag says whether Redis's view was part of the answer.
     pub async fn feed_page(&self, thread: &ThreadId, q: PageQuery) -> Result<(Vec<Message>, bool), StoreError> {
         let (page, with_redis) = self.page_and_source(thread, q).await?;
-        if !with_redis && self.breaker.is_closed() {
+        if !with_redis && self.redis_in_use() {
             return Err(StoreError::UNAVAILABLE);
         }
         Ok((self.with_bodies(thread, page).await?, with_redis))
@@ -142,29 +135,22 @@ impl MessageStore {
         let seen_last = head.last().map(|k| k.created_at.micros()).unwrap_or(0);
         let c = self.config;
         let snap = IndexSnapshot { count, seen_last, gen, head };
-        if let Err(e) = self.redis.prime(thread, &snap, c.window, c.cache_ttl_s).await {
-            tracing::debug!(error = %e, "could not prime thread index");
+        if let Err(missed) = self.via_redis(async |r| r.prime(thread, &snap, c.window, c.cache_ttl_s).await).await {
+            tracing::debug!(%missed, "could not prime thread index");
         }
         Ok(count)
     }
 
     /// Number of messages in a thread.
     pub async fn count(&self, thread: &ThreadId) -> Result<u64, StoreError> {
-        let route = self.route().await;
-        if route != Route::Fallback {
-            match self.redis.read_index(thread, &PageQuery::Count).await {
-                Ok(Some((n, _))) => {
-                    self.breaker.record(route, true);
-                    return Ok(n);
+        match self.via_redis_patiently(|| async |r: &RedisTier| r.read_index(thread, &PageQuery::Count).await).await {
+            Ok(Some((n, _))) => return Ok(n),
+            Ok(None) => {
+                if let Ok((unpersisted, gen)) = self.via_redis(async |r| r.unpersisted(thread).await).await {
+                    return self.prime(thread, unpersisted, gen).await;
                 }
-                Ok(None) => {
-                    self.breaker.record(route, true);
-                    if let Ok((unpersisted, gen)) = self.redis.unpersisted(thread).await {
-                        return self.prime(thread, unpersisted, gen).await;
-                    }
-                }
-                Err(_) => self.breaker.record(route, false),
             }
+            Err(_) => {}
         }
         let (n, _, _) = self.pg.head(thread, 0, &[]).await.map_err(|_| StoreError::UNAVAILABLE)?;
         Ok(n)
@@ -175,32 +161,28 @@ impl MessageStore {
     pub async fn load(&self, keys: &[(ThreadId, MessageId)]) -> Result<HashMap<MessageId, Message>, StoreError> {
         let mut found = HashMap::with_capacity(keys.len());
         let mut misses: Vec<MessageId> = keys.iter().map(|(_, id)| *id).collect();
-        let route = self.route().await;
-        if route != Route::Fallback {
-            match self.redis.bodies(keys).await {
-                Ok(bodies) => {
-                    self.breaker.record(route, true);
-                    misses.clear();
-                    for ((_, id), body) in keys.iter().zip(bodies) {
-                        match body {
-                            Some(m) => {
-                                found.insert(*id, m);
-                            }
-                            None => misses.push(*id),
-                        }
+        let cached = self.via_redis_patiently(|| async |r: &RedisTier| r.bodies(keys).await).await;
+        let redis_answered = cached.is_ok();
+        if let Ok(bodies) = cached {
+            misses.clear();
+            for ((_, id), body) in keys.iter().zip(bodies) {
+                match body {
+                    Some(m) => {
+                        found.insert(*id, m);
                     }
-                    self.metrics.cache(found.len() as u64, misses.len() as u64);
+                    None => misses.push(*id),
                 }
-                Err(_) => self.breaker.record(route, false),
             }
+            self.metrics.cache(found.len() as u64, misses.len() as u64);
         }
         if misses.is_empty() {
             return Ok(found);
         }
         let rows = self.pg.by_ids(&misses).await.map_err(|_| StoreError::UNAVAILABLE)?;
-        if route != Route::Fallback {
-            if let Err(e) = self.redis.cache_bodies(&rows, self.config.cache_ttl_s).await {
-                tracing::debug!(error = %e, "could not repopulate cache");
+        if redis_answered {
+            let ttl = self.config.cache_ttl_s;
+            if let Err(missed) = self.via_redis(async |r| r.cache_bodies(&rows, ttl).await).await {
+                tracing::debug!(%missed, "could not repopulate cache");
             }
         }
         found.extend(rows.into_iter().map(|m| (m.id, m)));
@@ -209,10 +191,8 @@ impl MessageStore {
 
     /// One message by id, from whichever tier has it.
     pub async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
-        if !self.breaker.is_open() {
-            if let Ok(Some(thread)) = self.redis.locate(&id).await {
-                return Ok(self.load(&[(thread, id)]).await?.remove(&id));
-            }
+        if let Ok(Some(thread)) = self.via_redis(async |r| r.locate(&id).await).await {
+            return Ok(self.load(&[(thread, id)]).await?.remove(&id));
         }
         let rows = self.pg.by_ids(&[id]).await.map_err(|_| StoreError::UNAVAILABLE)?;
         Ok(rows.into_iter().next())

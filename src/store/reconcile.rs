@@ -22,7 +22,7 @@ use std::{
 
 use tokio::sync::{RwLock, RwLockReadGuard};
 
-use super::{breaker::Route, MessageStore};
+use super::{breaker::Route, gate::Reconciled, MessageStore};
 
 /// Retry pace while reconciling fails (e.g. PostgreSQL is down): requests
 /// must not each wait on a doomed attempt.
@@ -106,26 +106,25 @@ impl Drop for Running<'_> {
 }
 
 impl MessageStore {
-    /// Called before a Redis call: brings Redis up to date with failover
-    /// writes first. Returns the route to use.
-    pub(super) async fn reconcile_before(&self, route: Route) -> Route {
+    /// Called by the gate before a Redis call: brings Redis up to date
+    /// with failover writes first.
+    pub(super) async fn reconcile_before(&self, route: Route) -> Reconciled {
         if route == Route::Fallback || !self.reconcile.needed() {
-            return route;
+            return Reconciled::Ready;
         }
         // Waits for failover writes in flight; new ones wait for this.
         let _exclusive = self.reconcile.gate.write().await;
         if !self.reconcile.needed() {
-            return route; // reconciled while this request waited
+            return Reconciled::Ready; // reconciled while this request waited
         }
         if !self.reconcile.begin() {
             // Someone else is reconciling, or the last attempt just failed.
             // Redis is not up to date: keep off it, unless only PostgreSQL
             // is the problem (then Redis is the better tier to serve from).
             if self.reconcile.postgres_failed.load(Ordering::Acquire) {
-                return route;
+                return Reconciled::Ready;
             }
-            self.breaker.abandon(route);
-            return Route::Fallback;
+            return Reconciled::NotYet;
         }
         // Released on drop: a request cancelled mid-reconcile (a client
         // gone, a subscription ended) must not leave it marked running.
@@ -133,15 +132,14 @@ impl MessageStore {
         let result = self.reconcile().await;
         self.reconcile.postgres_failed.store(matches!(result, Err(ReconcileError::Postgres(_))), Ordering::Release);
         match result {
-            Ok(()) => route,
+            Ok(()) => Reconciled::Ready,
             Err(ReconcileError::Redis(e)) => {
                 tracing::warn!(error = %e, "reconcile after failover failed on redis");
-                self.breaker.record(route, false);
-                Route::Fallback
+                Reconciled::RedisFailed
             }
             Err(ReconcileError::Postgres(e)) => {
                 tracing::warn!(error = %e, "reconcile after failover waits for postgres");
-                route
+                Reconciled::Ready
             }
         }
     }

@@ -8,6 +8,7 @@
 //! PostgreSQL's). Recovery cases (empty cache, idempotency across failover,
 //! neither tier, reads while down) are in [`recovery`].
 
+mod gate;
 mod pg_restart;
 mod recovery;
 

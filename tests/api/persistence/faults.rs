@@ -7,7 +7,13 @@
 //! still accepted, the queue grows untrimmed with no TTL on unpersisted data,
 //! and afterwards every acknowledged message is in PostgreSQL exactly once.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use serde_json::json;
 
@@ -18,7 +24,13 @@ use crate::helpers::{drain, Drained, Options, TestApp, Writers};
 async fn poison_entries_are_dead_lettered_and_the_rest_keeps_flowing() {
     let app = TestApp::spawn_with(Options {
         persister: false,
-        tweak: Box::new(|s| s.persist.persist_max_attempts = 3),
+        tweak: Box::new(|s| {
+            s.persist.persist_max_attempts = 3;
+            // This test counts inserts: a save slowed past the default
+            // 100 ms by a loaded machine would fail over to PostgreSQL and
+            // be inserted there instead of by the persister.
+            s.redis.redis_timeout_ms = 2000;
+        }),
         ..Options::default()
     })
     .await;
@@ -82,14 +94,43 @@ async fn poison_entries_are_dead_lettered_and_the_rest_keeps_flowing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_30s_under_load_loses_no_acknowledged_message() {
+    postgres_down_under_load(Duration::from_secs(30), false).await;
+}
+
+/// The same with the CPU contended on purpose (a busy loop per core): Redis
+/// calls are slowed past their timeout now and then, and a save must still
+/// not be failed over to the PostgreSQL that is known to be down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_with_the_cpu_contended_loses_no_acknowledged_message() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::black_box((0..10_000u64).sum::<u64>());
+                }
+            })
+        })
+        .collect();
+    postgres_down_under_load(Duration::from_secs(15), true).await;
+    stop.store(true, Ordering::Relaxed);
+    hogs.into_iter().for_each(|h| h.join().expect("hog thread"));
+}
+
+async fn postgres_down_under_load(outage: Duration, contended: bool) {
     let mut app = TestApp::spawn_with(Options {
         own_postgres: true,
-        tweak: Box::new(|s| {
+        tweak: Box::new(move |s| {
             s.database.pg_timeout_ms = 1000;
             // This test is about PostgreSQL: a Redis call slowed past the
             // default 100 ms by a loaded machine would fall back to the
             // (stopped) PostgreSQL and fail the save for the wrong reason.
-            s.redis.redis_timeout_ms = 2000;
+            // Contended on purpose, the default timeout is kept: the store
+            // itself must not fail over to a PostgreSQL known to be down.
+            if !contended {
+                s.redis.redis_timeout_ms = 2000;
+            }
         }),
         ..Options::default()
     })
@@ -105,7 +146,7 @@ async fn postgres_down_30s_under_load_loses_no_acknowledged_message() {
     // Crash PostgreSQL (immediate: maybe mid-batch) while writers keep saving.
     tokio::task::block_in_place(|| app.pg.server_mut().expect("own cluster").stop_immediate());
     let at_stop = writers.acked();
-    let outage_end = tokio::time::Instant::now() + Duration::from_secs(30);
+    let outage_end = tokio::time::Instant::now() + outage;
     tokio::time::sleep_until(outage_end - Duration::from_secs(8)).await;
 
     let since_stop = (writers.acked() - at_stop) as u64;

@@ -1,0 +1,121 @@
+//! The one way store code reaches Redis. [`MessageStore::via_redis`]
+//! routes the call (a half-open probe is a `PING` made here, never the
+//! caller's own operation), brings Redis up to date with failover writes
+//! first ([`super::reconcile`]), runs the call (the tier times out every
+//! call), records the outcome with the breaker, and says what became of
+//! it. Nothing else in the store touches the breaker: a Redis failure that
+//! a caller chooses to survive (a cache fill, a prime) is still counted.
+
+use std::time::Instant;
+
+use super::breaker::Route;
+use super::redis::{RedisFault, RedisTier};
+use super::MessageStore;
+
+/// Why a Redis call gave no answer.
+#[derive(Debug)]
+pub(super) enum Missed {
+    /// Not attempted: the breaker is open (or Redis is not yet reconciled).
+    Skipped,
+    /// Attempted and failed; [`RedisFault::maybe_applied`] says whether a
+    /// write may have been applied all the same.
+    Failed(RedisFault),
+}
+
+impl Missed {
+    /// Whether a write may have been applied although no answer came.
+    pub(super) fn maybe_applied(&self) -> bool {
+        matches!(self, Missed::Failed(f) if f.maybe_applied())
+    }
+}
+
+impl std::fmt::Display for Missed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missed::Skipped => f.write_str("redis skipped: breaker open"),
+            Missed::Failed(fault) => fault.fmt(f),
+        }
+    }
+}
+
+impl MessageStore {
+    /// Runs `call` on Redis if the breaker lets it, and records the outcome.
+    pub(super) async fn via_redis<T>(
+        &self,
+        call: impl AsyncFnOnce(&RedisTier) -> Result<T, RedisFault>,
+    ) -> Result<T, Missed> {
+        let route = self.route().await;
+        if route == Route::Fallback {
+            return Err(Missed::Skipped);
+        }
+        let outcome = call(&self.redis).await;
+        self.breaker.record(route, outcome.is_ok());
+        outcome.map_err(Missed::Failed)
+    }
+
+    /// Like [`MessageStore::via_redis`], for calls that should not fail
+    /// over lightly. A timeout on a Redis the breaker trusts is most often
+    /// this process descheduled past the deadline: it is asked once more.
+    /// And while PostgreSQL is known to be down, failing over would only
+    /// fail: timeouts are asked again for as long as the store's patience
+    /// allows (half the request deadline). `call` builds each attempt.
+    pub(super) async fn via_redis_patiently<T, M, F>(&self, call: M) -> Result<T, Missed>
+    where
+        M: Fn() -> F,
+        F: AsyncFnOnce(&RedisTier) -> Result<T, RedisFault>,
+    {
+        let started = Instant::now();
+        let mut again = 1;
+        loop {
+            let outcome = self.via_redis(call()).await;
+            let patient = again > 0 || (self.pg.known_down() && started.elapsed() < self.config.patience);
+            match outcome {
+                Err(Missed::Failed(RedisFault::Timeout)) if patient && self.redis_in_use() => again -= 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether Redis takes every call (closed, not just probing): a read
+    /// answered by PostgreSQL alone now may have missed messages that Redis
+    /// holds unpersisted.
+    pub(super) fn redis_in_use(&self) -> bool {
+        self.breaker.is_closed()
+    }
+
+    /// Where the next Redis call goes. Any Redis call first brings Redis up
+    /// to date with failover writes (see [`super::reconcile`]), so a message
+    /// written to PostgreSQL can't be missed, duplicated or reordered once
+    /// Redis is back.
+    ///
+    /// A half-open probe is a `PING` made here, not the caller's operation:
+    /// the caller uses Redis only once the breaker has closed (see
+    /// [`super::breaker`]).
+    async fn route(&self) -> Route {
+        let mut route = self.breaker.route();
+        if route == Route::Probe {
+            let ok = self.redis.ping().await.is_ok();
+            self.breaker.record(Route::Probe, ok);
+            route = self.breaker.peek_route();
+        }
+        match self.reconcile_before(route).await {
+            Reconciled::Ready => route,
+            Reconciled::NotYet => Route::Fallback,
+            Reconciled::RedisFailed => {
+                self.breaker.record(route, false);
+                Route::Fallback
+            }
+        }
+    }
+}
+
+/// What bringing Redis up to date before a call came to.
+pub(super) enum Reconciled {
+    /// Nothing was pending, or it is done (or only PostgreSQL failed, which
+    /// makes Redis the better tier to serve from).
+    Ready,
+    /// Someone else is reconciling: keep off Redis for this call.
+    NotYet,
+    /// Redis failed while being brought up to date.
+    RedisFailed,
+}
