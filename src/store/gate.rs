@@ -64,14 +64,23 @@ impl MessageStore {
         M: Fn() -> F,
         F: AsyncFnOnce(&RedisTier) -> Result<T, RedisFault>,
     {
+        let route = self.route().await;
+        if route == Route::Fallback {
+            return Err(Missed::Skipped);
+        }
         let started = Instant::now();
         let mut again = 1;
         loop {
-            let outcome = self.via_redis(call()).await;
+            let outcome = call()(&self.redis).await;
             let patient = again > 0 || (self.pg.known_down() && started.elapsed() < self.config.patience);
             match outcome {
-                Err(Missed::Failed(RedisFault::Timeout)) if patient && self.redis_in_use() => again -= 1,
-                other => return other,
+                // Asked again, and counted once: what the breaker weighs is
+                // the operation's outcome, not each try of it.
+                Err(RedisFault::Timeout) if patient && self.redis_in_use() => again -= 1,
+                other => {
+                    self.breaker.record(route, other.is_ok());
+                    return other.map_err(Missed::Failed);
+                }
             }
         }
     }
