@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_packages
-cargo build --release --bin threadstore --bin loadgen >&2
+cargo build --release --features loadgen --bin threadstore --bin loadgen >&2
 DATA=$PWD/.local/bench
 rm -rf "$DATA"
 start_stack "$DATA" 17379 17432

@@ -18,6 +18,6 @@ fi
 npm ci --prefix tests/clients --no-audit --no-fund --silent
 # `failpoints` compiles the crash points the fault suite (tests/faults) uses;
 # the suite ignores libtest flags and takes `--soak N` / `--seed S` itself.
-cargo test --all-targets --features failpoints -- --test-threads="${TEST_THREADS:-4}"
+cargo test --all-targets --features failpoints,loadgen -- --test-threads="${TEST_THREADS:-4}"
 # A short fuzz run of the edge parsers (scripts/fuzz.sh; FUZZ_SECS=600 for a long one).
 FUZZ_SECS="${FUZZ_SECS:-15}" scripts/fuzz.sh

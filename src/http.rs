@@ -218,10 +218,8 @@ async fn metrics() -> impl IntoResponse {
 /// (failover), Redis alone is enough (saves queue for persistence). Not
 /// ready while the persistence backlog is at its bound (saves are refused).
 async fn readyz(State(state): State<AppState>) -> Response {
-    let (redis, pg) = tokio::join!(state.store.redis().ping(), state.store.pg().ping());
-    let backpressure = state.store.backpressure().is_active();
-    let body = serde_json::json!({ "redis": redis.is_ok(), "postgres": pg.is_ok(), "backpressure": backpressure });
-    let ready = (redis.is_ok() || pg.is_ok()) && !backpressure;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let r = state.store.readiness().await;
+    let body = serde_json::json!({ "redis": r.redis, "postgres": r.postgres, "backpressure": r.backpressure });
+    let status = if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }

@@ -138,14 +138,7 @@ impl Application {
 
     /// A persister for this instance's tiers (tests drive it step by step).
     pub fn persister(&self, consumer: String) -> Persister {
-        Persister::new(
-            self.store.redis().clone(),
-            self.store.pg().clone(),
-            self.settings.persist.clone(),
-            consumer,
-            self.settings.redis.cache_ttl().as_secs(),
-            self.metrics.clone(),
-        )
+        self.store.persister(self.settings.persist.clone(), consumer, self.metrics.clone())
     }
 
     fn consumer_name(&self) -> anyhow::Result<String> {

@@ -30,6 +30,7 @@ pub mod reconcile;
 
 use std::sync::Arc;
 
+use crate::config::PersistSettings;
 use crate::domain::{Message, MessageId, NewMessage, OrderKey};
 use crate::events::Events;
 use crate::metrics::Metrics;
@@ -96,6 +97,25 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// What `/readyz` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// Redis answered a ping.
+    pub redis: bool,
+    /// PostgreSQL answered a ping.
+    pub postgres: bool,
+    /// Saves are refused: the persistence backlog is at its bound.
+    pub backpressure: bool,
+}
+
+impl Readiness {
+    /// Ready when at least one tier can take writes and saves are not
+    /// refused for the backlog.
+    pub fn ready(&self) -> bool {
+        (self.redis || self.postgres) && !self.backpressure
+    }
+}
+
 /// Tunables of the store.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreConfig {
@@ -146,19 +166,24 @@ impl MessageStore {
         Self { redis, pg, breaker, events, config, metrics, reconcile: Arc::default(), backpressure }
     }
 
-    /// The backlog bound's state (readiness, the queue sampler).
-    pub fn backpressure(&self) -> &Arc<Backpressure> {
-        &self.backpressure
+    /// Whether each tier answers a ping now, and whether saves are refused
+    /// for the persistence backlog (`/readyz`).
+    pub async fn readiness(&self) -> Readiness {
+        let (redis, postgres) = tokio::join!(self.redis.ping(), self.pg.ping());
+        Readiness { redis: redis.is_ok(), postgres: postgres.is_ok(), backpressure: self.backpressure.is_active() }
     }
 
-    /// The Redis tier (persister, readiness).
-    pub fn redis(&self) -> &RedisTier {
-        &self.redis
-    }
-
-    /// The PostgreSQL tier (persister, readiness).
-    pub fn pg(&self) -> &PgTier {
-        &self.pg
+    /// A persister over this store's tiers: one runs per instance; tests
+    /// drive one by hand. `metrics` receives its numbers.
+    pub fn persister(&self, settings: PersistSettings, consumer: String, metrics: Metrics) -> persister::Persister {
+        persister::Persister::new(
+            self.redis.clone(),
+            self.pg.clone(),
+            settings,
+            consumer,
+            self.config.cache_ttl_s,
+            metrics,
+        )
     }
 
     /// The per-instance metrics.

@@ -213,9 +213,9 @@ impl Persister {
 pub async fn stats_loop(store: MessageStore, stop: CancellationToken) {
     let metrics = store.metrics().clone();
     loop {
-        if let Ok(s) = store.redis().stream_stats().await {
+        if let Ok(s) = store.redis.stream_stats().await {
             metrics.queue(s.depth, s.pending, s.lag_ms, s.dead_letters);
-            store.backpressure().observe(s.depth);
+            store.backpressure.observe(s.depth);
         }
         tokio::select! {
             _ = stop.cancelled() => return,

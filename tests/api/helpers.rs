@@ -142,14 +142,7 @@ impl TestApp {
 
     /// A persister on this app's tiers, named `consumer`.
     pub fn persister(&self, consumer: &str) -> Persister {
-        Persister::new(
-            self.store.redis().clone(),
-            self.store.pg().clone(),
-            self.settings.persist.clone(),
-            consumer.to_owned(),
-            self.settings.redis.cache_ttl_secs,
-            Metrics::new(),
-        )
+        self.store.persister(self.settings.persist.clone(), consumer.to_owned(), Metrics::new())
     }
 
     /// Stops the instance (graceful).
