@@ -1,6 +1,6 @@
 //! The GraphQL API (SPEC §3): schema assembly and limits in [`schema`],
 //! resolvers per root type, object types in [`types`], the per-request
-//! body loader in [`loader`], and the request wrapper (query cache, cost limits, error codes) in [`executor`],
+//! body loader in [`loader`], and the request wrapper (query cache, cost limits) in [`executor`], error codes in [`labels`],
 //! the linear measure of a document in [`cost`] and where heavy request
 //! phases run in [`compute`].
 
@@ -8,6 +8,7 @@ pub mod compute;
 pub mod cost;
 pub mod executor;
 mod guard;
+pub mod labels;
 pub mod loader;
 pub mod mutation;
 pub mod query;
