@@ -64,19 +64,26 @@ impl MessageStore {
         M: Fn() -> F,
         F: AsyncFnOnce(&RedisTier) -> Result<T, RedisFault>,
     {
-        let route = self.route().await;
-        if route == Route::Fallback {
-            return Err(Missed::Skipped);
-        }
         let started = Instant::now();
         let mut again = 1;
+        let mut timed_out = false;
         loop {
+            // Routed before every try: the breaker may have opened, and
+            // failover writes made meanwhile must reach Redis first.
+            let route = self.route().await;
+            if route == Route::Fallback {
+                // A try that timed out may have been applied: say so.
+                return Err(if timed_out { Missed::Failed(RedisFault::Timeout) } else { Missed::Skipped });
+            }
             let outcome = call()(&self.redis).await;
             let patient = again > 0 || (self.pg.known_down() && started.elapsed() < self.config.patience);
             match outcome {
                 // Asked again, and counted once: what the breaker weighs is
                 // the operation's outcome, not each try of it.
-                Err(RedisFault::Timeout) if patient && self.redis_in_use() => again -= 1,
+                Err(RedisFault::Timeout) if patient && self.redis_in_use() => {
+                    again -= 1;
+                    timed_out = true;
+                }
                 other => {
                     self.breaker.record(route, other.is_ok());
                     return other.map_err(Missed::Failed);

@@ -145,8 +145,9 @@ impl PgTier {
     /// one found closed when the operation fails is retired and a second
     /// operation from `make` runs on a fresh connection: without this, every stale connection in the pool
     /// failed one caller after PostgreSQL came back, for up to a minute.
-    /// Running it twice is safe: a closed connection committed nothing
-    /// the second run does not find (every write here is idempotent by id).
+    /// A second run is safe for reads and idempotent writes (by id, or `ON
+    /// CONFLICT`); an operation that is not (a membership change, a
+    /// failover save whose COMMIT was sent) refuses its second run itself.
     async fn with_client<T, M, F>(&self, op: &'static str, make: M) -> Result<T, PgFault>
     where
         M: Fn() -> F,

@@ -1,6 +1,8 @@
 //! Thread access in PostgreSQL, the system of record (`thread_acl`,
 //! `thread_members`; see `migrations/V2__access.sql`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bb8_postgres::tokio_postgres::types::Type;
 
 use super::{PgFault, PgTier};
@@ -55,8 +57,14 @@ impl PgTier {
     /// version; returns the new version, or `None` if the thread is
     /// unclaimed. The owner is never removed.
     pub async fn set_member(&self, thread: &str, user: &str, member: bool) -> Result<Option<i64>, PgFault> {
+        // Not idempotent (it bumps the version, and another change may
+        // commit in between): never run a second time on a fresh connection.
+        let ran = AtomicBool::new(false);
         self.with_client("set_member", || {
             async |c| {
+                if ran.swap(true, Ordering::SeqCst) {
+                    return Err(PgFault::CommitUnknown("connection closed during a membership change".into()));
+                }
                 let tx = c.transaction().await?;
                 let rows = tx
                     .query_typed(

@@ -61,6 +61,12 @@ impl PgTier {
         // connection, the call timeout) leaves the outcome unknown.
         let commit_sent = AtomicBool::new(false);
         let result = self.with_client("failover_save", || async |c| {
+            // The connection closed after COMMIT was sent: whether it
+            // committed is unknown, and a second run would report a
+            // committed save as an old one (unannounced). Say so instead.
+            if commit_sent.load(Ordering::SeqCst) {
+                return Err(PgFault::CommitUnknown("connection closed after COMMIT was sent".into()));
+            }
             let tx = c.transaction().await?;
             tx.query_typed(
                 "INSERT INTO threads (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id",
