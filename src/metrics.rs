@@ -33,6 +33,19 @@ impl Tier {
     }
 }
 
+/// Persistence queue health: a sample of the stream, exported as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Entries in the stream (saved, not yet persisted).
+    pub depth: u64,
+    /// Entries delivered to a consumer and not yet acknowledged.
+    pub pending: u64,
+    /// Age of the oldest entry, milliseconds (0 when empty).
+    pub lag_ms: u64,
+    /// Entries in the dead-letter stream.
+    pub dead_letters: u64,
+}
+
 /// Latency percentiles of one tier, milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Percentiles {
@@ -267,26 +280,26 @@ impl Metrics {
     }
 
     /// Persistence queue health, as last polled.
-    pub fn queue(&self, depth: u64, pending: u64, lag_ms: u64, dead_letters: u64) {
-        self.inner.queue_depth.store(depth, Ordering::Relaxed);
-        self.inner.pending.store(pending, Ordering::Relaxed);
-        self.inner.lag_ms.store(lag_ms, Ordering::Relaxed);
-        self.inner.dead_letters.store(dead_letters, Ordering::Relaxed);
-        metrics::gauge!("threadstore_persist_queue_depth").set(depth as f64);
-        metrics::gauge!("threadstore_persist_pending").set(pending as f64);
-        metrics::gauge!("threadstore_persist_lag_seconds").set(lag_ms as f64 / 1000.0);
-        metrics::gauge!("threadstore_dead_letters").set(dead_letters as f64);
+    pub fn queue(&self, q: QueueStats) {
+        self.inner.queue_depth.store(q.depth, Ordering::Relaxed);
+        self.inner.pending.store(q.pending, Ordering::Relaxed);
+        self.inner.lag_ms.store(q.lag_ms, Ordering::Relaxed);
+        self.inner.dead_letters.store(q.dead_letters, Ordering::Relaxed);
+        metrics::gauge!("threadstore_persist_queue_depth").set(q.depth as f64);
+        metrics::gauge!("threadstore_persist_pending").set(q.pending as f64);
+        metrics::gauge!("threadstore_persist_lag_seconds").set(q.lag_ms as f64 / 1000.0);
+        metrics::gauge!("threadstore_dead_letters").set(q.dead_letters as f64);
     }
 
-    /// (depth, pending, lag ms, dead letters).
-    pub fn queue_snapshot(&self) -> (u64, u64, u64, u64) {
+    /// The last queue sample.
+    pub fn queue_snapshot(&self) -> QueueStats {
         let i = &self.inner;
-        (
-            i.queue_depth.load(Ordering::Relaxed),
-            i.pending.load(Ordering::Relaxed),
-            i.lag_ms.load(Ordering::Relaxed),
-            i.dead_letters.load(Ordering::Relaxed),
-        )
+        QueueStats {
+            depth: i.queue_depth.load(Ordering::Relaxed),
+            pending: i.pending.load(Ordering::Relaxed),
+            lag_ms: i.lag_ms.load(Ordering::Relaxed),
+            dead_letters: i.dead_letters.load(Ordering::Relaxed),
+        }
     }
 
     /// A batch committed to PostgreSQL.

@@ -72,7 +72,11 @@ impl Application {
         if !r.force_failover {
             // A previous process may have failed over and died before Redis
             // came back: bring Redis up to date before taking saves.
-            let _ = store.reconcile().await;
+            if let Err(e) = store.reconcile().await {
+                // Not fatal: the first Redis call reconciles again (and
+                // keeps off Redis until it has).
+                tracing::warn!(error = ?e, "start-up reconcile of failover writes failed; retried before Redis is used");
+            }
         }
 
         let listener = TcpListener::bind(settings.listen_addr).await.context("binding the listen address")?;

@@ -65,7 +65,7 @@ impl Query {
             let p = metrics.tier_latency(t);
             TierLatency { p50_ms: p.p50_ms, p99_ms: p.p99_ms, calls: p.count }
         };
-        let (depth, pending, lag_ms, dead) = metrics.queue_snapshot();
+        let queue = metrics.queue_snapshot();
         let (saves, reads) = metrics.rates();
         let breaker = match store.breaker_state() {
             State::Closed { .. } => "CLOSED",
@@ -79,10 +79,10 @@ impl Query {
             breaker_state: breaker.into(),
             failovers: metrics.failovers(),
             failover_writes: metrics.failover_writes(),
-            persistence_queue_depth: depth,
-            persistence_pending: pending,
-            persistence_lag_ms: lag_ms,
-            dead_letters: dead,
+            persistence_queue_depth: queue.depth,
+            persistence_pending: queue.pending,
+            persistence_lag_ms: queue.lag_ms,
+            dead_letters: queue.dead_letters,
             persisted: metrics.persisted(),
             saves_per_second: saves,
             reads_per_second: reads,

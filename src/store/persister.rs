@@ -214,7 +214,7 @@ pub async fn stats_loop(store: MessageStore, stop: CancellationToken) {
     let metrics = store.metrics().clone();
     loop {
         if let Ok(s) = store.redis.stream_stats().await {
-            metrics.queue(s.depth, s.pending, s.lag_ms, s.dead_letters);
+            metrics.queue(s);
             store.backpressure.observe(s.depth);
         }
         tokio::select! {

@@ -161,13 +161,13 @@ impl MessageStore {
                 self.reconcile.done.fetch_max(target, Ordering::AcqRel);
                 return Ok(());
             }
-            for (thread, last, idem, ids) in pending {
+            for p in pending {
                 self.redis
-                    .reconcile(&thread, last, &idem, self.config.idempotency_ttl_s)
+                    .reconcile(&p.thread, p.newest, &p.keys, self.config.idempotency_ttl_s)
                     .await
                     .map_err(|e| ReconcileError::Redis(e.to_string()))?;
-                self.pg.mark_reconciled(&thread, &ids).await.map_err(pg)?;
-                tracing::info!(thread_id = %thread, messages = ids.len(), "reconciled failover writes into redis");
+                self.pg.mark_reconciled(&p.thread, &p.ids).await.map_err(pg)?;
+                tracing::info!(thread_id = %p.thread, messages = p.ids.len(), "reconciled failover writes into redis");
             }
         }
     }

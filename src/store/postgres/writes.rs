@@ -11,6 +11,19 @@ use uuid::Uuid;
 use super::{row_to_message, FailoverOutcome, PgFault, PgTier, COLUMNS};
 use crate::domain::{Message, MessageId, NewMessage, Timestamp};
 
+/// One thread's failover writes that Redis has not seen.
+#[derive(Debug, Clone)]
+pub struct PendingReconcile {
+    /// The thread.
+    pub thread: String,
+    /// The newest `createdAt` among them (Redis's clock must pass it).
+    pub newest: Timestamp,
+    /// Their idempotency keys, with the ids they name.
+    pub keys: Vec<(String, MessageId)>,
+    /// All their ids.
+    pub ids: Vec<Uuid>,
+}
+
 impl PgTier {
     /// Persists a batch in ONE statement. Idempotent: rows already present
     /// (same id, or same idempotency key) are skipped. Returns the ids that
@@ -118,11 +131,8 @@ impl PgTier {
         }
     }
 
-    /// Threads with failover writes Redis has not seen: (thread, newest
-    /// createdAt, idempotency keys with ids, all ids).
-    pub async fn pending_reconcile(
-        &self,
-    ) -> Result<Vec<(String, Timestamp, Vec<(String, MessageId)>, Vec<Uuid>)>, PgFault> {
+    /// Threads with failover writes Redis has not seen (at most 1000).
+    pub async fn pending_reconcile(&self) -> Result<Vec<PendingReconcile>, PgFault> {
         self.with_client("pending_reconcile", || {
             async |c| {
                 let rs = c
@@ -141,7 +151,12 @@ impl PgTier {
                             .zip(keys)
                             .filter_map(|(id, k)| k.map(|k| (k, MessageId::from_uuid(*id))))
                             .collect();
-                        Ok((r.try_get(0)?, Timestamp::from_datetime(r.try_get(1)?), idem, ids))
+                        Ok(PendingReconcile {
+                            thread: r.try_get(0)?,
+                            newest: Timestamp::from_datetime(r.try_get(1)?),
+                            keys: idem,
+                            ids,
+                        })
                     })
                     .collect::<Result<Vec<_>, tokio_postgres::Error>>()
                     .map_err(PgFault::from)

@@ -17,18 +17,7 @@ pub struct Entry {
     pub body: Option<Vec<u8>>,
 }
 
-/// Queue health, exported as metrics.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StreamStats {
-    /// Entries in the stream (saved, not yet persisted).
-    pub depth: u64,
-    /// Entries delivered to a consumer and not yet acknowledged.
-    pub pending: u64,
-    /// Age of the oldest entry, milliseconds (0 when empty).
-    pub lag_ms: u64,
-    /// Entries in the dead-letter stream.
-    pub dead_letters: u64,
-}
+pub use crate::metrics::QueueStats as StreamStats;
 
 fn text(v: &Value) -> Option<String> {
     match v {
