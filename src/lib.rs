@@ -9,7 +9,7 @@
 //! from Redis `TIME`, body, thread index, persistence Stream entry and a
 //! pub/sub wake-up. The message is acknowledged with `persisted: false`.
 //!
-//! **Persistence.** [`store::persister`] is a consumer in a Redis Stream
+//! **Persistence.** [`store::persistence`] is a consumer in a Redis Stream
 //! group: it batches entries into one idempotent PostgreSQL insert and
 //! acknowledges them only after COMMIT, then flags the cached bodies
 //! persisted and starts their TTL. Unpersisted data never expires.
@@ -20,13 +20,13 @@
 //! query for misses, which are cached again. Cold or deep pages read
 //! PostgreSQL merged with the unpersisted messages still in Redis.
 //!
-//! **Failover.** [`store::breaker`] opens on repeated Redis faults; then
+//! **Failover.** [`store::failover`] opens on repeated Redis faults; then
 //! saves go straight to PostgreSQL (one transaction under the thread's row
 //! lock) and reads are served by PostgreSQL. Before Redis takes writes again
 //! the failover writes are reconciled into it.
 //!
-//! **Subscriptions.** [`events`] holds one pub/sub connection per process and
-//! fans out per thread; [`feed`] turns that into a gap-free, exactly-once
+//! **Subscriptions.** [`live`]: `events` holds one pub/sub connection per
+//! process and fans out per thread; `feed` turns that into a gap-free, exactly-once
 //! stream by re-reading from the store whenever an event may be missing.
 //!
 //! **Security.** [`auth`] verifies bearer JWTs and decides per-thread
@@ -43,10 +43,9 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
-pub mod events;
-pub mod feed;
 pub mod graphql;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod rate;
 pub mod shutdown;

@@ -12,14 +12,14 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::auth::Authenticator;
 use crate::config::{RedisSettings, Settings};
-use crate::events::Events;
 use crate::graphql::{build_schema, Api, ComputePool, QueryLimits};
 use crate::http::{router, AppState};
+use crate::live::Events;
 use crate::metrics::Metrics;
 use crate::rate::RateLimits;
 use crate::store::{
-    breaker::Breaker,
-    persister::{self, Persister},
+    failover::breaker::Breaker,
+    persistence::persister::{self, Persister},
     postgres::PgTier,
     redis::RedisTier,
     MessageStore, StoreConfig,
@@ -68,7 +68,7 @@ impl Application {
             backlog_limit: settings.persist.persist_backlog_limit,
             patience: settings.limits.request_timeout() / 2,
         };
-        let store = MessageStore::new(redis.clone(), pg, breaker, events.clone(), config, metrics.clone());
+        let store = MessageStore::new(redis.clone(), pg, breaker, Arc::new(events.clone()), config, metrics.clone());
         if !r.force_failover {
             // A previous process may have failed over and died before Redis
             // came back: bring Redis up to date before taking saves.

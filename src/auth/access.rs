@@ -13,7 +13,7 @@
 use super::Caller;
 use crate::domain::ThreadId;
 use crate::error::Error;
-use crate::store::{access::Access, MessageStore};
+use crate::store::{Access, MessageStore};
 
 /// What a caller wants to do on a thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +37,10 @@ pub async fn authorize(store: &MessageStore, caller: &Caller, thread: &ThreadId,
         }
         return Ok(());
     }
-    let mut access = store.access(thread, &p.id).await?;
+    let mut access = store.access(thread, Some(&p.id)).await?;
     if access == Access::Unclaimed && action == Action::Write {
         store.claim(thread, Some(&p.id)).await?;
-        access = store.access(thread, &p.id).await?;
+        access = store.access(thread, Some(&p.id)).await?;
     }
     let allowed = match (&access, action) {
         (Access::Unclaimed, _) => false,

@@ -13,7 +13,7 @@ use crate::auth::access::Action;
 use crate::domain::{Cursor, Message, MessageId, ThreadId, ValidationError};
 use crate::error::Error;
 use crate::metrics::{Metrics, Tier};
-use crate::store::{breaker::State, MessageStore, Order, Page, PageQuery};
+use crate::store::{BreakerState as State, MessageStore, Order, Page, PageQuery};
 
 /// Page size when none is given.
 pub const DEFAULT_LIMIT: i32 = 50;

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{mutation::Mutation, query::Query, subscription::SubscriptionRoot};
 use crate::config::LimitSettings;
-use crate::events::Events;
+use crate::live::Events;
 use crate::metrics::Metrics;
 use crate::rate::RateLimits;
 use crate::store::MessageStore;

@@ -1,4 +1,4 @@
-//! `Subscription`: the gap-free feed of [`crate::feed`], ended cleanly when
+//! `Subscription`: the gap-free feed of [`crate::live::feed`], ended cleanly when
 //! the server shuts down.
 
 use async_graphql::{Context, Subscription, ID};
@@ -17,7 +17,7 @@ use crate::auth::{
 };
 use crate::domain::{Cursor, ThreadId};
 use crate::error::Error;
-use crate::events::Events;
+use crate::live::Events;
 use crate::metrics::Metrics;
 use crate::rate::RateLimits;
 use crate::store::MessageStore;
@@ -57,7 +57,7 @@ impl SubscriptionRoot {
         metrics.subscriptions(1);
         let active = Active(metrics);
         let recheck = recheck(store.clone(), caller.clone(), thread.clone());
-        let feed = crate::feed::feed(store, events, thread, after, watcher);
+        let feed = crate::live::feed(store, events, thread, after, watcher);
         Ok(feed.take_until(stop.cancelled_owned()).take_until(recheck).map(move |m| {
             let _ = (&active, &slot);
             MessageNode(m)

@@ -8,34 +8,20 @@
 //!   (`lua/acl_fill.lua`, `lua/acl_changed.lua`);
 //! - a change made while Redis is unreachable flags the thread
 //!   (`cache_dirty`), and the reconcile that runs before Redis is used
-//!   again drops those entries first (see [`super::reconcile`]);
+//!   again drops those entries first (see [`super::failover`]);
 //! - while the breaker is open, PostgreSQL answers directly.
 //!
 //! Claiming a thread needs PostgreSQL: while it is down, existing threads
 //! keep working from the cache, but a new thread's first save answers
 //! `STORAGE_UNAVAILABLE` when authentication is on.
 
-use super::{MessageStore, StoreError};
+use super::{Access, MessageStore, StoreError};
 use crate::domain::ThreadId;
 
-/// What a user may do on a thread, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Access {
-    /// Nobody has written to it yet (or it predates authentication).
-    Unclaimed,
-    /// Claimed by its first writer.
-    Claimed {
-        /// The owner; `None` when a service principal wrote first.
-        owner: Option<String>,
-        /// Whether the asking user is a member (the owner is one).
-        member: bool,
-    },
-}
-
 impl MessageStore {
-    /// `user`'s access to `thread` (empty `user`: only whether it is claimed).
+    /// `user`'s access to `thread` (`None`: only whether it is claimed).
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread))]
-    pub async fn access(&self, thread: &ThreadId, user: &str) -> Result<Access, StoreError> {
+    pub async fn access(&self, thread: &ThreadId, user: Option<&str>) -> Result<Access, StoreError> {
         if let Ok(Some(access)) = self.via_redis(async |r| r.acl_get(thread.as_str(), user).await).await {
             return Ok(access);
         }
@@ -53,7 +39,7 @@ impl MessageStore {
 
     /// Claims `thread` for `owner` if nobody has (see [`Access`]).
     pub async fn claim(&self, thread: &ThreadId, owner: Option<&str>) -> Result<(), StoreError> {
-        if matches!(self.access(thread, "").await?, Access::Claimed { .. }) {
+        if matches!(self.access(thread, None).await?, Access::Claimed { .. }) {
             return Ok(());
         }
         self.pg.claim(thread.as_str(), owner).await.map_err(|_| StoreError::UNAVAILABLE)
@@ -75,7 +61,7 @@ impl MessageStore {
             self.reconcile.missed_change();
         }
         if !member {
-            self.events.revoke_local(t, user);
+            self.announce.revoked_here(t, user);
             if told {
                 if let Err(missed) = self.via_redis(async |r| r.publish_revoke(t, user).await).await {
                     // Other instances' feeds re-check membership every 30 s.

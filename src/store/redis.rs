@@ -1,6 +1,6 @@
 //! Tier 1: Redis. Connection handling, per-call timeouts and fault
-//! classification live here; the key layout is in [`keys`], the message
-//! format in [`wire`], saves and reads in [`messages`], thread-state upkeep
+//! classification live here; the key layout is in [`keys`], the byte
+//! formats in [`super::wire`], script calls in `script`, saves and reads in [`messages`], thread-state upkeep
 //! in [`maintenance`], the persistence Stream in [`stream`].
 //!
 //! Every call goes through [`RedisTier::call`], which bounds it with the
@@ -11,8 +11,8 @@ mod acl;
 pub mod keys;
 pub mod maintenance;
 pub mod messages;
+mod script;
 pub mod stream;
-pub mod wire;
 
 use std::{
     future::Future,

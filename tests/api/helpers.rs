@@ -12,7 +12,7 @@ use threadstore::{
     config::Settings,
     metrics::Metrics,
     startup::Application,
-    store::{persister::Persister, MessageStore},
+    store::{MessageStore, Persister},
 };
 use tokio_util::sync::CancellationToken;
 

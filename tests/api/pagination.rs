@@ -126,7 +126,7 @@ async fn concurrent_writers_then_every_view_agrees_hot_deep_and_cold() {
     check_every_view(&app, thread, &expected).await;
 
     // Everything persisted.
-    while persister.persist_batch().await != threadstore::store::persister::PersistOutcome::Idle {}
+    while persister.persist_batch().await != threadstore::store::PersistOutcome::Idle {}
     assert_eq!(app.pg_count(Some(thread)), expected.len() as i64);
     check_every_view(&app, thread, &expected).await;
 

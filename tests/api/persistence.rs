@@ -12,7 +12,7 @@ mod faults;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use threadstore::store::persister::PersistOutcome;
+use threadstore::store::PersistOutcome;
 
 use crate::helpers::{drain, Drained, Options, TestApp};
 

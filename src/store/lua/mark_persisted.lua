@@ -2,15 +2,15 @@
 -- cache TTL; drop them from the thread's unpersisted set.
 --
 -- KEYS: triples (body, unpersisted zset, locator) per message
--- ARGV: 1 cache TTL s, then one message id per triple
-local ttl = ARGV[1]
-for i = 1, #ARGV - 1 do
+-- A: ttl s, persisted (the body flag, `store/wire.rs`); L: one message id
+--    per triple
+for i = 1, #L do
   local body, unp, loc = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   if redis.call('EXISTS', body) == 1 then
-    redis.call('SETRANGE', body, 0, '1')
-    redis.call('EXPIRE', body, ttl)
+    redis.call('SETRANGE', body, 0, A.persisted)
+    redis.call('EXPIRE', body, A.ttl)
   end
-  redis.call('ZREM', unp, ARGV[i + 1])
-  redis.call('EXPIRE', loc, ttl)
+  redis.call('ZREM', unp, L[i])
+  redis.call('EXPIRE', loc, A.ttl)
 end
-return #ARGV - 1
+return #L

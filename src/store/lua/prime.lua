@@ -1,21 +1,21 @@
 -- Rebuilds a cold thread index from what PostgreSQL and the unpersisted set
 -- held at read time, then marks it complete.
 --
--- KEYS: 1 meta, 2 index
--- ARGV: 1 window, 2 cache TTL s, 3 message count at read time,
---       4 newest createdAt at read time (or '0'), 5 the meta generation read
---       with the unpersisted set, then score, id pairs
+-- KEYS: meta, index
+-- A: window, ttl s (cache), count (messages at read time), seen (newest
+--    createdAt at read time, or '0'), gen (the meta generation read with
+--    the unpersisted set); L: score, id pairs
 --
 -- Returns the count, or -1 when the thread's state was invalidated
 -- (reconcile, a PostgreSQL correction) since the read: the read may miss
 -- what that invalidation was about, so it must not mark the index complete.
 local meta, idx = KEYS[1], KEYS[2]
-local window, ttl, count, seen = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if tonumber(redis.call('HGET', meta, 'gen') or '0') ~= tonumber(ARGV[5]) then
+local window, ttl, count, seen = tonumber(A.window), A.ttl, tonumber(A.count), A.seen
+if tonumber(redis.call('HGET', meta, 'gen') or '0') ~= tonumber(A.gen) then
   return -1
 end
-for i = 6, #ARGV, 2 do
-  redis.call('ZADD', idx, ARGV[i], ARGV[i + 1])
+for i = 1, #L, 2 do
+  redis.call('ZADD', idx, L[i], L[i + 1])
 end
 -- Saves that landed between the read and now are in the index already (every
 -- save adds itself), and newer than what the read saw: count them in.

@@ -3,10 +3,10 @@
 -- requested range. Otherwise returns {'miss'} and the caller reads PostgreSQL
 -- merged with the unpersisted set.
 --
--- KEYS: 1 meta, 2 index
--- ARGV: 1 mode ('offset' | 'range'), 2 order ('asc' | 'desc'), 3 limit,
---       offset mode: 4 offset
---       range mode:  4 after score or '', 5 before score or ''
+-- KEYS: meta, index
+-- A: mode ('count' | 'offset' | 'range'); order ('asc' | 'desc') and limit
+--    unless counting; offset mode: offset; range mode: after and before
+--    scores, '' for no bound
 -- Returns {'hit', total count, id...} or {'miss'}.
 local meta, idx = KEYS[1], KEYS[2]
 local m = redis.call('HMGET', meta, 'win', 'n')
@@ -14,13 +14,13 @@ if m[1] ~= '1' then return {'miss'} end
 local n = tonumber(m[2] or '0')
 local k = redis.call('ZCARD', idx)
 local whole = (n == k)
-local order, limit = ARGV[2], tonumber(ARGV[3])
+local order, limit = A.order, tonumber(A.limit)
 local ids
 
-if ARGV[1] == 'count' then
+if A.mode == 'count' then
   return {'hit', n}
-elseif ARGV[1] == 'offset' then
-  local offset = tonumber(ARGV[4])
+elseif A.mode == 'offset' then
+  local offset = tonumber(A.offset)
   if order == 'desc' then
     if not whole and offset + limit > k then return {'miss'} end
     ids = redis.call('ZREVRANGE', idx, offset, offset + limit - 1)
@@ -30,7 +30,7 @@ elseif ARGV[1] == 'offset' then
     ids = redis.call('ZRANGE', idx, start, start + limit - 1)
   end
 else
-  local after, before = ARGV[4], ARGV[5]
+  local after, before = A.after, A.before
   local lo, hi = '-inf', '+inf'
   if after ~= '' then lo = '(' .. after end
   if before ~= '' then hi = '(' .. before end

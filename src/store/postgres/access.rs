@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bb8_postgres::tokio_postgres::types::Type;
 
 use super::{PgFault, PgTier};
-use crate::store::access::Access;
+use crate::store::model::Access;
 
 impl PgTier {
     /// `user`'s access to `thread` and the ACL version it was read at (0:
     /// unclaimed).
-    pub async fn access(&self, thread: &str, user: &str) -> Result<(Access, i64), PgFault> {
+    pub async fn access(&self, thread: &str, user: Option<&str>) -> Result<(Access, i64), PgFault> {
         self.with_client("access", || {
             async |c| {
                 let rows = c

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{bound, row_to_message, rows, PgFault, PgTier, COLUMNS};
 use crate::domain::{Message, MessageId, OrderKey, ThreadId, Timestamp};
-use crate::store::{Order, PageQuery};
+use crate::store::model::{Order, PageQuery};
 
 impl PgTier {
     /// A page of a thread, in the requested order.

@@ -6,11 +6,12 @@ use std::sync::LazyLock;
 
 use bb8_redis::redis::{self, Script, Value};
 
+use super::script::{script, Call};
 use super::{keys, RedisFault, RedisTier};
-use crate::store::access::Access;
+use crate::store::{model::Access, wire};
 
-static FILL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/acl_fill.lua")));
-static CHANGED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/acl_changed.lua")));
+static FILL: LazyLock<Script> = script!("acl_fill");
+static CHANGED: LazyLock<Script> = script!("acl_changed");
 
 fn user_field(user: &str) -> String {
     format!("u:{user}")
@@ -25,11 +26,12 @@ fn text(v: &Value) -> Option<String> {
 }
 
 impl RedisTier {
-    /// The cached access of `user` (empty: only whether the thread is
+    /// The cached access of `user` (`None`: only whether the thread is
     /// claimed), or `None` when the cache does not know.
-    pub async fn acl_get(&self, thread: &str, user: &str) -> Result<Option<Access>, RedisFault> {
+    pub async fn acl_get(&self, thread: &str, user: Option<&str>) -> Result<Option<Access>, RedisFault> {
         let key = keys::acl(thread);
-        let field = user_field(user);
+        // Without a user the second field asked is one no user has.
+        let field = user.map_or_else(|| "o".to_owned(), user_field);
         let got: Vec<Value> = self
             .call("acl_get", |mut c| async move {
                 redis::cmd("HMGET").arg(key).arg("o").arg(field).query_async(&mut c).await
@@ -39,7 +41,7 @@ impl RedisTier {
             return Ok(None);
         };
         let owner = (!owner.is_empty()).then_some(owner);
-        if user.is_empty() {
+        if user.is_none() {
             return Ok(Some(Access::Claimed { owner, member: false }));
         }
         Ok(got.get(1).and_then(text).map(|m| Access::Claimed { owner, member: m == "1" }))
@@ -49,34 +51,35 @@ impl RedisTier {
     pub async fn acl_fill(
         &self,
         thread: &str,
-        user: &str,
+        user: Option<&str>,
         owner: Option<&str>,
         member: bool,
         version: i64,
         ttl_s: u64,
     ) -> Result<(), RedisFault> {
-        let mut inv = FILL.prepare_invoke();
-        inv.key(keys::acl(thread))
-            .arg(version)
-            .arg(owner.unwrap_or(""))
-            .arg(user_field(user))
-            .arg(if member { "1" } else { "0" })
-            .arg(ttl_s);
+        let mut call = Call::new(&FILL)
+            .key(keys::acl(thread))
+            .arg("version", version)
+            .arg("owner", owner.unwrap_or(""))
+            .arg("ttl", ttl_s);
+        if let Some(user) = user {
+            call = call.arg("field", user_field(user)).flag("member", member);
+        }
+        let inv = call.build();
         self.call("acl_fill", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
         Ok(())
     }
 
     /// Drops the cached access after a change committed at `version`.
     pub async fn acl_changed(&self, thread: &str, version: i64, ttl_s: u64) -> Result<(), RedisFault> {
-        let mut inv = CHANGED.prepare_invoke();
-        inv.key(keys::acl(thread)).arg(version).arg(ttl_s);
+        let inv = Call::new(&CHANGED).key(keys::acl(thread)).arg("version", version).arg("ttl", ttl_s).build();
         self.call("acl_changed", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
         Ok(())
     }
 
     /// Tells every instance to end `user`'s subscriptions to `thread`.
     pub async fn publish_revoke(&self, thread: &str, user: &str) -> Result<(), RedisFault> {
-        let (channel, payload) = (keys::channel(thread), keys::revoke_payload(user));
+        let (channel, payload) = (keys::channel(thread), wire::encode_revoke(user));
         self.call("publish_revoke", |mut c| async move {
             redis::cmd("PUBLISH").arg(channel).arg(payload).query_async::<i64>(&mut c).await
         })

@@ -4,16 +4,16 @@
 //!
 //! | key | type | TTL | holds |
 //! | --- | --- | --- | --- |
-//! | `ts:{T}:m:<id>` | string | none until persisted, then cache TTL | `'0'`/`'1'` (persisted) + message JSON |
+//! | `ts:{T}:m:<id>` | string | none until persisted, then cache TTL | body (`store/wire.rs`) |
 //! | `ts:{T}:idx` | zset | cache TTL, refreshed by saves | newest ≤ window message ids, score = createdAt µs |
 //! | `ts:{T}:unp` | zset | none | ids PostgreSQL does not hold yet |
 //! | `ts:{T}:meta` | hash | cache TTL | `last` createdAt, `win` = 1 when idx is the thread's newest messages, `n` count |
 //! | `ts:{T}:k:<clientMessageId>` | string | idempotency TTL (24 h) | message id |
 //! | `ts:loc:<id>` | string | none until persisted | thread id, for `message(id)` |
-//! | `ts:persist` | stream | entries deleted after COMMIT + XACK | message JSON, consumer group `persisters` |
+//! | `ts:persist` | stream | entries deleted after COMMIT + XACK | entry (`store/wire.rs`), consumer group `persisters` |
 //! | `ts:{T}:acl` | hash | cache TTL | `v` version, `o` owner, `u:<user>` membership (cache of PostgreSQL's `thread_acl`/`thread_members`) |
 //! | `ts:deadletter` | stream | none | entries that failed persistence N times |
-//! | channel `ts:ev:<T>` | pub/sub | - | `prev|body` wake-up per saved message |
+//! | channel `ts:ev:<T>` | pub/sub | - | events (`store/wire.rs`) |
 //!
 //! The Stream and the locator are global keys; on Redis Cluster the stream
 //! would be split per slot (see README, scale-out).
@@ -43,10 +43,6 @@ pub fn index(t: &str) -> String {
 pub fn unpersisted(t: &str) -> String {
     format!("ts:{{{t}}}:unp")
 }
-/// Prefix of the thread's body keys.
-pub fn body_prefix(t: &str) -> String {
-    format!("ts:{{{t}}}:m:")
-}
 /// One message body.
 pub fn body(t: &str, id: &MessageId) -> String {
     format!("ts:{{{t}}}:m:{id}")
@@ -67,9 +63,4 @@ pub fn channel(t: &str) -> String {
 /// `u:<user>` `1`/`0` membership (see `store/access.rs`).
 pub fn acl(t: &str) -> String {
     format!("ts:{{{t}}}:acl")
-}
-/// Pub/sub payload that ends `user`'s subscriptions to a thread (a saved
-/// message's payload starts with a digit or `?`, never `!`).
-pub fn revoke_payload(user: &str) -> String {
-    format!("!revoke|{user}")
 }

@@ -6,12 +6,14 @@ use std::sync::LazyLock;
 
 use bb8_redis::redis::{self, Script};
 
-use super::{keys, wire::Wire, RedisFault, RedisTier};
+use super::script::{script, Call};
+use super::{keys, RedisFault, RedisTier};
 use crate::domain::{Message, MessageId, OrderKey, ThreadId, Timestamp};
+use crate::store::wire;
 
-static MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/mark_persisted.lua")));
-static PRIME: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/prime.lua")));
-static RECONCILE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/reconcile.lua")));
+static MARK: LazyLock<Script> = script!("mark_persisted");
+static PRIME: LazyLock<Script> = script!("prime");
+static RECONCILE: LazyLock<Script> = script!("reconcile");
 
 fn protocol(what: &str) -> RedisFault {
     RedisFault::Protocol(what.to_owned())
@@ -36,11 +38,11 @@ impl RedisTier {
         if done.is_empty() {
             return Ok(());
         }
-        let mut inv = MARK.prepare_invoke();
-        inv.arg(ttl_s);
+        let mut call = Call::new(&MARK).arg("ttl", ttl_s).arg("persisted", wire::PERSISTED);
         for (t, id) in done {
-            inv.key(keys::body(t, id)).key(keys::unpersisted(t)).key(keys::locator(id)).arg(id.to_string());
+            call = call.key(keys::body(t, id)).key(keys::unpersisted(t)).key(keys::locator(id)).item(id.to_string());
         }
+        let inv = call.build();
         self.call("mark_persisted", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
         Ok(())
     }
@@ -55,17 +57,18 @@ impl RedisTier {
         ttl_s: u64,
     ) -> Result<(), RedisFault> {
         let t = thread.as_str();
-        let mut inv = PRIME.prepare_invoke();
-        inv.key(keys::meta(t))
+        let mut call = Call::new(&PRIME)
+            .key(keys::meta(t))
             .key(keys::index(t))
-            .arg(window)
-            .arg(ttl_s)
-            .arg(snap.count)
-            .arg(snap.seen_last)
-            .arg(snap.gen);
+            .arg("window", window)
+            .arg("ttl", ttl_s)
+            .arg("count", snap.count)
+            .arg("seen", snap.seen_last)
+            .arg("gen", snap.gen);
         for k in snap.head {
-            inv.arg(k.created_at.micros()).arg(k.id.to_string());
+            call = call.item(k.created_at.micros()).item(k.id.to_string());
         }
+        let inv = call.build();
         self.call("prime", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
         Ok(())
     }
@@ -79,12 +82,13 @@ impl RedisTier {
         idem: &[(String, MessageId)],
         idem_ttl_s: u64,
     ) -> Result<(), RedisFault> {
-        let mut inv = RECONCILE.prepare_invoke();
-        inv.key(keys::meta(thread)).arg(last.micros()).arg(idem_ttl_s);
+        let mut call =
+            Call::new(&RECONCILE).key(keys::meta(thread)).arg("last", last.micros()).arg("key_ttl", idem_ttl_s);
         for (k, id) in idem {
             let tid = ThreadId::parse(thread).map_err(|e| protocol(&e.to_string()))?;
-            inv.key(keys::idempotency(&tid, k)).arg(id.to_string());
+            call = call.key(keys::idempotency(&tid, k)).item(id.to_string());
         }
+        let inv = call.build();
         self.call("reconcile", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
         Ok(())
     }
@@ -94,8 +98,7 @@ impl RedisTier {
     /// from PostgreSQL.
     pub async fn replace_cached(&self, m: &Message, ttl_s: u64) -> Result<(), RedisFault> {
         let t = m.thread_id.as_str();
-        let mut body = b"1".to_vec();
-        body.extend(serde_json::to_vec(&Wire::from_message(m)).map_err(|e| protocol(&e.to_string()))?);
+        let body = wire::encode_body(m, true);
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("SET").arg(keys::body(t, &m.id)).arg(body).arg("EX").arg(ttl_s).ignore();

@@ -5,16 +5,14 @@ use std::sync::LazyLock;
 
 use bb8_redis::redis::{self, Script, Value};
 
-use super::{
-    keys,
-    wire::{parse_body, Wire},
-    RedisFault, RedisTier,
-};
+use super::script::{script, Call};
+use super::{keys, RedisFault, RedisTier};
 use crate::domain::{Message, MessageId, NewMessage, OrderKey, ThreadId, Timestamp};
-use crate::store::{Order, PageQuery, StoreConfig};
+use crate::store::model::{Order, PageQuery, StoreConfig};
+use crate::store::wire::{self, SaveParts};
 
-static SAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/save.lua")));
-static READ: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/read_index.lua")));
+static SAVE: LazyLock<Script> = script!("save");
+static READ: LazyLock<Script> = script!("read_index");
 
 /// What the save script did.
 pub enum SaveOutcome {
@@ -55,31 +53,35 @@ impl RedisTier {
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %m.thread_id, message_id = %m.id))]
     pub async fn save(&self, m: &NewMessage, check_cold: bool, c: &StoreConfig) -> Result<SaveOutcome, RedisFault> {
         let t = m.thread_id.as_str();
-        let json = serde_json::to_string(&Wire::from_new(m)).map_err(|e| protocol(&e.to_string()))?;
-        let idem = match &m.client_message_id {
-            Some(k) => keys::idempotency(&m.thread_id, k.as_str()),
-            None => keys::idempotency(&m.thread_id, ""),
-        };
-        let mut inv = SAVE.prepare_invoke();
-        inv.key(keys::meta(t))
+        let parts = SaveParts::of(m).map_err(|e| protocol(&e.to_string()))?;
+        // Without a key the script leaves its idempotency slot alone; the
+        // slot still names a key of the thread, as Cluster requires.
+        let idem = keys::idempotency(&m.thread_id, m.client_message_id.as_ref().map_or("", |k| k.as_str()));
+        let inv = Call::new(&SAVE)
+            .key(keys::meta(t))
             .key(keys::index(t))
             .key(keys::unpersisted(t))
             .key(keys::body(t, &m.id))
             .key(idem)
             .key(keys::STREAM)
             .key(keys::locator(&m.id))
-            .arg(m.id.to_string())
-            .arg(json)
-            .arg(if m.client_message_id.is_some() { "1" } else { "0" })
-            .arg(c.idempotency_ttl_s)
-            .arg(c.window)
-            .arg(c.cache_ttl_s)
-            .arg(keys::channel(t))
-            .arg(t)
-            .arg(keys::body_prefix(t))
-            .arg(if check_cold { "1" } else { "0" })
-            .arg(c.backlog_limit)
-            .arg(deadline_micros(self.timeout()));
+            .arg("id", m.id.to_string())
+            .arg("thread", t)
+            .arg("channel", keys::channel(t))
+            .arg("head", parts.head)
+            .arg("tail", parts.tail)
+            .arg("field", wire::ENTRY_FIELD)
+            .arg("unpersisted", wire::UNPERSISTED)
+            .arg("sep", wire::EVENT_SEP)
+            .arg("prev_unknown", wire::PREV_UNKNOWN)
+            .flag("keyed", m.client_message_id.is_some())
+            .arg("key_ttl", c.idempotency_ttl_s)
+            .arg("window", c.window)
+            .arg("ttl", c.cache_ttl_s)
+            .flag("refuse_cold", check_cold)
+            .arg("backlog", c.backlog_limit)
+            .arg("deadline", deadline_micros(self.timeout()))
+            .build();
         let reply: Vec<Value> = self.call("save", |mut c| async move { inv.invoke_async(&mut c).await }).await?;
         match reply.first().and_then(bytes) {
             Some(b"ok") => {
@@ -94,6 +96,12 @@ impl RedisTier {
                 };
                 Ok(SaveOutcome::Saved(m.to_message(Timestamp::from_micros(created))))
             }
+            // A retry of a save that was applied: the stored body says when.
+            Some(b"stored") => {
+                let stored =
+                    reply.get(1).and_then(bytes).and_then(wire::decode_body).ok_or_else(|| protocol("stored body"))?;
+                Ok(SaveOutcome::Saved(m.to_message(stored.created_at)))
+            }
             Some(b"dup") => {
                 let id = reply
                     .get(1)
@@ -101,7 +109,10 @@ impl RedisTier {
                     .and_then(|b| std::str::from_utf8(b).ok())
                     .and_then(|s| MessageId::parse(s).ok())
                     .ok_or_else(|| protocol("dup id"))?;
-                Ok(SaveOutcome::Duplicate(id, reply.get(2).and_then(bytes).and_then(parse_body)))
+                // A second round trip, on the rare retry path only: the
+                // script may touch only the keys it was given.
+                let cached = self.bodies(&[(m.thread_id.clone(), id)]).await?.pop().flatten();
+                Ok(SaveOutcome::Duplicate(id, cached))
             }
             Some(b"cold") => Ok(SaveOutcome::Cold),
             Some(b"full") => Ok(SaveOutcome::BacklogFull),
@@ -119,21 +130,23 @@ impl RedisTier {
         q: &PageQuery,
     ) -> Result<Option<(u64, Vec<MessageId>)>, RedisFault> {
         let t = thread.as_str();
-        let mut inv = READ.prepare_invoke();
-        inv.key(keys::meta(t)).key(keys::index(t));
+        let call = Call::new(&READ).key(keys::meta(t)).key(keys::index(t));
         let order = |o: Order| if o == Order::Asc { "asc" } else { "desc" };
-        match q {
+        let inv = match q {
             PageQuery::Offset { order: o, offset, limit } => {
-                inv.arg("offset").arg(order(*o)).arg(*limit).arg(*offset);
+                call.arg("mode", "offset").arg("order", order(*o)).arg("limit", *limit).arg("offset", *offset)
             }
             PageQuery::Range { order: o, after, before, limit } => {
                 let score = |k: &Option<OrderKey>| k.map(|k| k.created_at.micros().to_string()).unwrap_or_default();
-                inv.arg("range").arg(order(*o)).arg(*limit).arg(score(after)).arg(score(before));
+                call.arg("mode", "range")
+                    .arg("order", order(*o))
+                    .arg("limit", *limit)
+                    .arg("after", score(after))
+                    .arg("before", score(before))
             }
-            PageQuery::Count => {
-                inv.arg("count").arg("asc").arg(0);
-            }
+            PageQuery::Count => call.arg("mode", "count"),
         }
+        .build();
         let reply: Vec<Value> = self.call("read_index", |mut c| async move { inv.invoke_async(&mut c).await }).await?;
         if reply.first().and_then(bytes) != Some(b"hit") {
             return Ok(None);
@@ -159,7 +172,7 @@ impl RedisTier {
         let ks: Vec<String> = keys_.iter().map(|(t, id)| keys::body(t.as_str(), id)).collect();
         let raw: Vec<Option<Vec<u8>>> =
             self.call("mget", |mut c| async move { redis::cmd("MGET").arg(&ks).query_async(&mut c).await }).await?;
-        Ok(raw.into_iter().map(|b| b.as_deref().and_then(parse_body)).collect())
+        Ok(raw.into_iter().map(|b| b.as_deref().and_then(wire::decode_body)).collect())
     }
 
     /// Caches bodies read from PostgreSQL (persisted), with the cache TTL.
@@ -170,8 +183,7 @@ impl RedisTier {
         }
         let mut pipe = redis::pipe();
         for m in messages {
-            let mut body = b"1".to_vec();
-            body.extend(serde_json::to_vec(&Wire::from_message(m)).unwrap_or_default());
+            let body = wire::encode_body(m, true);
             pipe.cmd("SET").arg(keys::body(&m.thread_id, &m.id)).arg(body).arg("NX").arg("EX").arg(ttl_s).ignore();
         }
         self.call("cache_bodies", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bb8_redis::redis::{self, aio::MultiplexedConnection, Value};
 
 use super::{keys, RedisFault, RedisTier};
+use crate::store::wire;
 
 /// One stream entry.
 #[derive(Debug, Clone)]
@@ -41,7 +42,7 @@ fn parse_entries(v: &Value) -> Vec<Entry> {
             let body = match pair.get(1) {
                 Some(Value::Array(fields)) => fields
                     .chunks(2)
-                    .find(|kv| kv.first().and_then(text).as_deref() == Some("b"))
+                    .find(|kv| kv.first().and_then(text).as_deref() == Some(wire::ENTRY_FIELD))
                     .and_then(|kv| match kv.get(1) {
                         Some(Value::BulkString(b)) => Some(b.clone()),
                         _ => None,
@@ -185,7 +186,7 @@ impl RedisTier {
             .arg(&entry.id)
             .arg("reason")
             .arg(reason)
-            .arg("b")
+            .arg(wire::ENTRY_FIELD)
             .arg(entry.body.clone().unwrap_or_default())
             .ignore();
         pipe.cmd("XACK").arg(keys::STREAM).arg(keys::GROUP).arg(&entry.id).ignore();

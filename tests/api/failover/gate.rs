@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use threadstore::store::breaker::State;
+use threadstore::store::BreakerState as State;
 
 use crate::helpers::{Options, TestApp};
 

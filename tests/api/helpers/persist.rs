@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use threadstore::store::persister::Persister;
+use threadstore::store::Persister;
 
 use super::TestApp;
 
@@ -18,7 +18,7 @@ pub struct Drained {
 
 /// Steps `p` until it reports `Idle` (bounded); `RetryLater` steps are retried.
 pub async fn drain(p: &mut Persister, within: Duration) -> Drained {
-    use threadstore::store::persister::PersistOutcome;
+    use threadstore::store::PersistOutcome;
     let deadline = tokio::time::Instant::now() + within;
     let mut done = Drained::default();
     loop {

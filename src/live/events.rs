@@ -4,7 +4,7 @@
 //! Pub/sub is only a wake-up signal. It can drop messages (a reconnect, a
 //! lagging receiver), so every event carries the createdAt of the message
 //! before it; a subscriber that finds a mismatch, or gets [`Event::Resync`],
-//! re-reads the gap from the store (see [`crate::feed`]).
+//! re-reads the gap from the store (see [`crate::live::feed`]).
 
 use std::{
     collections::HashMap,
@@ -18,7 +18,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::Message;
-use crate::store::redis::{keys, wire::parse_body};
+use crate::store::wire::{decode_event, WireEvent};
+use crate::store::EVENT_CHANNELS;
 
 /// Buffered events per thread before a slow receiver lags (and re-reads).
 const CHANNEL_CAPACITY: usize = 256;
@@ -119,23 +120,15 @@ impl Events {
     }
 
     fn on_pubsub(&self, channel: &str, payload: &[u8]) {
-        let Some(thread) = channel.strip_prefix(keys::EVENT_PREFIX) else {
+        let Some(thread) = channel.strip_prefix(EVENT_CHANNELS.prefix) else {
             return;
         };
-        if let Some(user) = payload.strip_prefix(b"!revoke|") {
-            if let Ok(user) = std::str::from_utf8(user) {
-                self.dispatch(thread, Event::Revoked(user.into()));
-            }
-            return;
-        }
-        let Some(sep) = payload.iter().position(|b| *b == b'|') else {
-            return;
+        let event = match decode_event(payload) {
+            WireEvent::Saved { prev, message } => Event::Saved { prev, message: Arc::new(message) },
+            WireEvent::Revoked(user) => Event::Revoked(user.into()),
+            WireEvent::Unreadable => Event::Resync,
         };
-        let prev = std::str::from_utf8(&payload[..sep]).ok().and_then(|s| s.parse().ok());
-        match parse_body(&payload[sep + 1..]) {
-            Some(m) => self.dispatch(thread, Event::Saved { prev, message: Arc::new(m) }),
-            None => self.dispatch(thread, Event::Resync),
-        }
+        self.dispatch(thread, event);
     }
 
     /// Keeps the pub/sub connection up until `stop`; after every (re)connect
@@ -145,7 +138,7 @@ impl Events {
         while !stop.is_cancelled() {
             let connected = tokio::time::timeout(timeout.max(Duration::from_millis(500)), async {
                 let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.psubscribe(keys::EVENT_PATTERN).await?;
+                pubsub.psubscribe(EVENT_CHANNELS.pattern).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             })
             .await;

@@ -9,17 +9,30 @@ use uuid::Uuid;
 use super::Persister;
 use crate::domain::{Message, MessageId};
 use crate::store::postgres::PgFault;
-use crate::store::redis::{stream::Entry, wire::parse_body};
+use crate::store::redis::stream::Entry;
+use crate::store::wire;
 
 enum Insert {
-    /// New rows, and rows refused for another message's idempotency key
-    /// (orphans: stored again without the key),
-    /// and PostgreSQL's copies of rows it already held with another
-    /// createdAt (stale: Redis ran a save after the service had given up on
-    /// it and written the message to PostgreSQL itself).
-    Committed(u64, Vec<Message>, Vec<Message>),
+    /// The batch is in PostgreSQL.
+    Committed(Committed),
+    /// PostgreSQL is unreachable (or a COMMIT's answer was lost): retry.
     Unavailable,
+    /// PostgreSQL refused the batch: bisect to find the row.
     Rejected(String),
+}
+
+/// What a committed batch insert found.
+#[derive(Default)]
+struct Committed {
+    /// Rows new to PostgreSQL.
+    inserted: u64,
+    /// Rows refused for another message's idempotency key, stored again
+    /// without the key.
+    orphans: Vec<Message>,
+    /// PostgreSQL's copies of rows it already held with another createdAt
+    /// (Redis ran a save after the service had given up on it and written
+    /// the message to PostgreSQL itself).
+    stale: Vec<Message>,
 }
 
 impl Persister {
@@ -29,7 +42,7 @@ impl Persister {
         let mut rows = Vec::with_capacity(entries.len());
         let mut good = Vec::with_capacity(entries.len());
         for e in entries {
-            match e.body.as_deref().map(parse_body_json) {
+            match e.body.as_deref().map(wire::decode_entry) {
                 // Deleted while pending (acked by another consumer): nothing to store.
                 None => self.unacked.push(e.id),
                 Some(Some(m)) => {
@@ -44,7 +57,7 @@ impl Persister {
         let mut retry = Vec::new();
         while let Some((rows, entries)) = stack.pop() {
             match self.insert(&rows).await {
-                Insert::Committed(n, orphans, stale) => {
+                Insert::Committed(Committed { inserted: n, orphans, stale }) => {
                     inserted += n;
                     self.metrics.persisted_batch(rows.len());
                     for o in &orphans {
@@ -88,7 +101,7 @@ impl Persister {
 
     async fn insert(&self, rows: &[Message]) -> Insert {
         if rows.is_empty() {
-            return Insert::Committed(0, Vec::new(), Vec::new());
+            return Insert::Committed(Committed::default());
         }
         match self.pg.insert_batch(rows).await {
             Ok(new) => {
@@ -99,7 +112,7 @@ impl Persister {
                 // refused for its idempotency key (an orphan).
                 let skipped: Vec<MessageId> = skipped.into_iter().map(MessageId::from_uuid).collect();
                 if skipped.is_empty() {
-                    return Insert::Committed(new.len() as u64, Vec::new(), Vec::new());
+                    return Insert::Committed(Committed { inserted: new.len() as u64, ..Committed::default() });
                 }
                 let present = match self.pg.by_ids(&skipped).await {
                     Ok(p) => p,
@@ -128,7 +141,7 @@ impl Persister {
                         Err(PgFault::Rejected(e)) => return Insert::Rejected(e),
                     }
                 }
-                Insert::Committed(new.len() as u64, orphans, stale)
+                Insert::Committed(Committed { inserted: new.len() as u64, orphans, stale })
             }
             Err(PgFault::Unavailable(e) | PgFault::CommitUnknown(e)) => {
                 tracing::warn!(error = %e, "postgres unavailable; batch kept for retry");
@@ -173,12 +186,4 @@ impl Persister {
         }
         true
     }
-}
-
-fn parse_body_json(json: &[u8]) -> Option<Message> {
-    // Stream entries hold the JSON without the persisted flag.
-    let mut flagged = Vec::with_capacity(json.len() + 1);
-    flagged.push(b'0');
-    flagged.extend_from_slice(json);
-    parse_body(&flagged)
 }

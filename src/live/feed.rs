@@ -22,8 +22,8 @@ use std::{
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::events::{Event, Events, ThreadReceiver};
 use crate::domain::{Message, MessageId, OrderKey, ThreadId};
-use crate::events::{Event, Events, ThreadReceiver};
 use crate::store::{MessageStore, Order, PageQuery};
 
 const GAP_PAGE: u32 = 200;

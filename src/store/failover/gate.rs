@@ -9,12 +9,12 @@
 use std::time::Instant;
 
 use super::breaker::Route;
-use super::redis::{RedisFault, RedisTier};
-use super::MessageStore;
+use crate::store::redis::{RedisFault, RedisTier};
+use crate::store::MessageStore;
 
 /// Why a Redis call gave no answer.
 #[derive(Debug)]
-pub(super) enum Missed {
+pub(in crate::store) enum Missed {
     /// Not attempted: the breaker is open (or Redis is not yet reconciled).
     Skipped,
     /// Attempted and failed; [`RedisFault::maybe_applied`] says whether a
@@ -24,7 +24,7 @@ pub(super) enum Missed {
 
 impl Missed {
     /// Whether a write may have been applied although no answer came.
-    pub(super) fn maybe_applied(&self) -> bool {
+    pub(in crate::store) fn maybe_applied(&self) -> bool {
         matches!(self, Missed::Failed(f) if f.maybe_applied())
     }
 }
@@ -40,7 +40,7 @@ impl std::fmt::Display for Missed {
 
 impl MessageStore {
     /// Runs `call` on Redis if the breaker lets it, and records the outcome.
-    pub(super) async fn via_redis<T>(
+    pub(in crate::store) async fn via_redis<T>(
         &self,
         call: impl AsyncFnOnce(&RedisTier) -> Result<T, RedisFault>,
     ) -> Result<T, Missed> {
@@ -59,7 +59,7 @@ impl MessageStore {
     /// And while PostgreSQL is known to be down, failing over would only
     /// fail: timeouts are asked again for as long as the store's patience
     /// allows (half the request deadline). `call` builds each attempt.
-    pub(super) async fn via_redis_patiently<T, M, F>(&self, call: M) -> Result<T, Missed>
+    pub(in crate::store) async fn via_redis_patiently<T, M, F>(&self, call: M) -> Result<T, Missed>
     where
         M: Fn() -> F,
         F: AsyncFnOnce(&RedisTier) -> Result<T, RedisFault>,
@@ -95,7 +95,7 @@ impl MessageStore {
     /// Whether Redis takes every call (closed, not just probing): a read
     /// answered by PostgreSQL alone now may have missed messages that Redis
     /// holds unpersisted.
-    pub(super) fn redis_in_use(&self) -> bool {
+    pub(in crate::store) fn redis_in_use(&self) -> bool {
         self.breaker.is_closed()
     }
 
@@ -126,7 +126,7 @@ impl MessageStore {
 }
 
 /// What bringing Redis up to date before a call came to.
-pub(super) enum Reconciled {
+pub(in crate::store) enum Reconciled {
     /// Nothing was pending, or it is done (or only PostgreSQL failed, which
     /// makes Redis the better tier to serve from).
     Ready,

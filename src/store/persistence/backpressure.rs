@@ -28,11 +28,6 @@ impl Backpressure {
         Self { limit, active: AtomicBool::new(false), metrics }
     }
 
-    /// The bound the save script enforces (0: none).
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
     /// Whether the backlog is at its bound.
     pub fn is_active(&self) -> bool {
         self.active.load(Ordering::Relaxed)

@@ -25,12 +25,12 @@ use std::{
 use bb8_redis::redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::postgres::PgTier;
-use super::redis::{stream::Entry, RedisFault, RedisTier};
-use super::MessageStore;
 use crate::config::PersistSettings;
 use crate::domain::MessageId;
 use crate::metrics::Metrics;
+use crate::store::postgres::PgTier;
+use crate::store::redis::{stream::Entry, RedisFault, RedisTier};
+use crate::store::MessageStore;
 
 /// Longest the persister keeps draining after shutdown starts.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);

@@ -22,7 +22,8 @@ use std::{
 
 use tokio::sync::{RwLock, RwLockReadGuard};
 
-use super::{breaker::Route, gate::Reconciled, MessageStore};
+use super::{breaker::Route, gate::Reconciled};
+use crate::store::MessageStore;
 
 /// Retry pace while reconciling fails (e.g. PostgreSQL is down): requests
 /// must not each wait on a doomed attempt.
@@ -108,7 +109,7 @@ impl Drop for Running<'_> {
 impl MessageStore {
     /// Called by the gate before a Redis call: brings Redis up to date
     /// with failover writes first.
-    pub(super) async fn reconcile_before(&self, route: Route) -> Reconciled {
+    pub(in crate::store) async fn reconcile_before(&self, route: Route) -> Reconciled {
         if route == Route::Fallback || !self.reconcile.needed() {
             return Reconciled::Ready;
         }
@@ -147,7 +148,7 @@ impl MessageStore {
     /// Applies pending failover writes to Redis.
     pub async fn reconcile(&self) -> Result<(), ReconcileError> {
         let target = self.reconcile.written.load(Ordering::Acquire);
-        let pg = |e: super::postgres::PgFault| ReconcileError::Postgres(e.to_string());
+        let pg = |e: crate::store::postgres::PgFault| ReconcileError::Postgres(e.to_string());
         loop {
             for (thread, version) in self.pg.dirty_acls().await.map_err(pg)? {
                 self.redis

@@ -1,0 +1,227 @@
+//! The one owner of every byte format threadstore keeps in Redis: message
+//! bodies, persistence-stream entries and pub/sub events. Encoding and
+//! decoding both live here; the save script only concatenates the pieces
+//! [`SaveParts`] hands it (createdAt comes from Redis `TIME` inside the
+//! script, so the script must splice it in), and never parses a body.
+//!
+//! | format | bytes |
+//! | --- | --- |
+//! | entry | message JSON ([`Wire`]), `c` = createdAt µs first |
+//! | body | [`UNPERSISTED`] or [`PERSISTED`], then the entry |
+//! | saved event | previous createdAt µs or [`PREV_UNKNOWN`], [`EVENT_SEP`], the body |
+//! | revoke event | [`REVOKE`], then the user id |
+//!
+//! A saved event starts with a digit or `?`, a revoke event with `!`, so the
+//! two never collide.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Message, MessageId, NewMessage, Role, Timestamp};
+
+/// First byte of a body PostgreSQL does not hold yet.
+pub const UNPERSISTED: &str = "0";
+/// First byte of a body PostgreSQL holds (the cache TTL applies).
+pub const PERSISTED: &str = "1";
+/// The stream entry field holding the entry.
+pub const ENTRY_FIELD: &str = "b";
+/// Separates `prev` from the body in a saved event.
+pub const EVENT_SEP: &str = "|";
+/// `prev` of a saved event when the thread's previous message is unknown
+/// (cold thread state): subscribers re-read instead of trusting order.
+pub const PREV_UNKNOWN: &str = "?";
+/// Prefix of a revoke event.
+pub const REVOKE: &str = "!revoke|";
+/// How an entry starts: createdAt goes right after it.
+const ENTRY_HEAD: &str = "{\"c\":";
+
+/// The JSON form of a message. Short names keep the hot path small.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<i64>,
+    id: MessageId,
+    t: String,
+    r: Role,
+    b: String,
+    #[serde(default)]
+    m: Option<serde_json::Value>,
+    #[serde(default)]
+    k: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    a: Option<String>,
+}
+
+impl Wire {
+    fn from_message(m: &Message) -> Self {
+        Wire {
+            c: Some(m.created_at.micros()),
+            id: m.id,
+            t: m.thread_id.clone(),
+            r: m.role,
+            b: m.content.clone(),
+            m: m.metadata.clone(),
+            k: m.client_message_id.clone(),
+            a: m.author_id.clone(),
+        }
+    }
+
+    fn into_message(self, persisted: bool) -> Option<Message> {
+        Some(Message {
+            id: self.id,
+            thread_id: self.t,
+            role: self.r,
+            content: self.b,
+            metadata: self.m,
+            client_message_id: self.k,
+            author_id: self.a,
+            created_at: Timestamp::from_micros(self.c?),
+            persisted,
+        })
+    }
+}
+
+/// A new message cut where the save script puts its createdAt: the entry
+/// is `head` + createdAt + `tail`, the body the unpersisted flag + entry.
+pub struct SaveParts {
+    /// Everything before createdAt.
+    pub head: &'static str,
+    /// Everything after it.
+    pub tail: String,
+}
+
+impl SaveParts {
+    /// The pieces of `m`'s entry.
+    pub fn of(m: &NewMessage) -> Result<Self, serde_json::Error> {
+        let wire = Wire {
+            c: None,
+            id: m.id,
+            t: m.thread_id.as_str().to_owned(),
+            r: m.role,
+            b: m.content.as_str().to_owned(),
+            m: m.metadata.as_ref().map(|v| v.as_value().clone()),
+            k: m.client_message_id.as_ref().map(|k| k.as_str().to_owned()),
+            a: m.author_id.clone(),
+        };
+        // `{"id":…}` without `c`: the tail is `,"id":…}`.
+        let json = serde_json::to_string(&wire)?;
+        Ok(SaveParts { head: ENTRY_HEAD, tail: format!(",{}", &json[1..]) })
+    }
+}
+
+/// A body: the persisted flag, then the entry.
+pub fn encode_body(m: &Message, persisted: bool) -> Vec<u8> {
+    let mut body = if persisted { PERSISTED } else { UNPERSISTED }.as_bytes().to_vec();
+    // Serializing plain data into a Vec cannot fail.
+    body.extend(serde_json::to_vec(&Wire::from_message(m)).unwrap_or_default());
+    body
+}
+
+/// A stored body back into a message.
+pub fn decode_body(raw: &[u8]) -> Option<Message> {
+    let (flag, entry) = raw.split_first()?;
+    serde_json::from_slice::<Wire>(entry).ok()?.into_message(*flag == PERSISTED.as_bytes()[0])
+}
+
+/// A persistence-stream entry back into a (not yet persisted) message.
+pub fn decode_entry(entry: &[u8]) -> Option<Message> {
+    serde_json::from_slice::<Wire>(entry).ok()?.into_message(false)
+}
+
+/// A pub/sub event, decoded.
+#[derive(Debug)]
+pub enum WireEvent {
+    /// A message was saved; `prev` is the thread's previous createdAt µs
+    /// when the script knew it.
+    Saved {
+        /// createdAt (µs) of the message before it.
+        prev: Option<i64>,
+        /// The message.
+        message: Message,
+    },
+    /// `user` lost access to the thread.
+    Revoked(String),
+    /// Not readable (another version's format): subscribers re-read.
+    Unreadable,
+}
+
+/// The revoke event for `user`.
+pub fn encode_revoke(user: &str) -> String {
+    format!("{REVOKE}{user}")
+}
+
+/// A pub/sub payload back into an event.
+pub fn decode_event(payload: &[u8]) -> WireEvent {
+    if let Some(user) = payload.strip_prefix(REVOKE.as_bytes()) {
+        return match std::str::from_utf8(user) {
+            Ok(user) => WireEvent::Revoked(user.to_owned()),
+            Err(_) => WireEvent::Unreadable,
+        };
+    }
+    let sep = EVENT_SEP.as_bytes()[0];
+    let Some(at) = payload.iter().position(|b| *b == sep) else {
+        return WireEvent::Unreadable;
+    };
+    let prev = std::str::from_utf8(&payload[..at]).ok().and_then(|s| s.parse().ok());
+    match decode_body(&payload[at + 1..]) {
+        Some(message) => WireEvent::Saved { prev, message },
+        None => WireEvent::Unreadable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ClientMessageId, Content, Metadata, ThreadId};
+
+    fn new_message() -> NewMessage {
+        NewMessage {
+            id: MessageId::generate(),
+            thread_id: ThreadId::parse("t1").unwrap(),
+            role: Role::User,
+            content: Content::parse("hi | \"there\"".into()).unwrap(),
+            metadata: Some(Metadata::parse(serde_json::json!({"k": [1, "|"]})).unwrap()),
+            client_message_id: Some(ClientMessageId::parse("key-1").unwrap()),
+            author_id: Some("u1".into()),
+        }
+    }
+
+    /// What the save script builds from the parts, as `lua/save.lua` does.
+    fn as_script_would(parts: &SaveParts, ts: i64, prev: &str) -> (String, String, String) {
+        let entry = format!("{}{ts}{}", parts.head, parts.tail);
+        let body = format!("{UNPERSISTED}{entry}");
+        let event = format!("{prev}{EVENT_SEP}{body}");
+        (entry, body, event)
+    }
+
+    #[test]
+    fn the_script_pieces_decode_to_the_message_saved() {
+        let new = new_message();
+        let (entry, body, event) = as_script_would(&SaveParts::of(&new).unwrap(), 42, "41");
+        let expected = new.to_message(Timestamp::from_micros(42));
+        assert_eq!(decode_entry(entry.as_bytes()), Some(expected.clone()));
+        assert_eq!(decode_body(body.as_bytes()), Some(expected.clone()));
+        match decode_event(event.as_bytes()) {
+            WireEvent::Saved { prev, message } => assert_eq!((prev, message), (Some(41), expected)),
+            other => panic!("{other:?}"),
+        }
+        let (_, _, unknown) = as_script_would(&SaveParts::of(&new).unwrap(), 42, PREV_UNKNOWN);
+        assert!(matches!(decode_event(unknown.as_bytes()), WireEvent::Saved { prev: None, .. }));
+    }
+
+    #[test]
+    fn bodies_round_trip_with_their_flag() {
+        let m = new_message().to_message(Timestamp::from_micros(7));
+        for persisted in [false, true] {
+            let decoded = decode_body(&encode_body(&m, persisted)).unwrap();
+            assert_eq!(decoded.persisted, persisted);
+            assert_eq!(Message { persisted: m.persisted, ..decoded }, m);
+        }
+    }
+
+    #[test]
+    fn revoke_and_garbage_events() {
+        assert!(matches!(decode_event(encode_revoke("u|1").as_bytes()), WireEvent::Revoked(u) if u == "u|1"));
+        assert!(matches!(decode_event(b"12|not json"), WireEvent::Unreadable));
+        assert!(matches!(decode_event(b"no separator"), WireEvent::Unreadable));
+    }
+}
