@@ -16,7 +16,7 @@ use threadstore::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{ChaosProxy, PostgresServer, RedisServer};
+use support::{ChaosProxy, PostgresServer, RedisServer};
 
 mod load;
 mod persist;

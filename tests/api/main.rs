@@ -2,8 +2,6 @@
 //! `redis-server` and `postgres` processes started by [`support`].
 
 mod helpers;
-#[path = "../support/mod.rs"]
-mod support;
 
 mod bad_input;
 mod edges;

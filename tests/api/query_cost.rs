@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::helpers::{Service, WsClient, WsEvent, WsProtocol};
-use crate::support::PostgresServer;
+use support::PostgresServer;
 
 /// Generous bound on one answer (a debug build on a busy 2-core machine).
 const ANSWER_BOUND: Duration = Duration::from_secs(15);

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::{task::JoinHandle, time::Instant};
 
 use crate::helpers::{Service, WsClient, WsEvent, WsProtocol, MESSAGE_SAVED, SAVE};
-use crate::support::PostgresServer;
+use support::PostgresServer;
 
 /// Generous bound on every wait (start, load, drain, exit).
 const BOUND: Duration = Duration::from_secs(30);

@@ -6,7 +6,7 @@ use threadstore::{
     startup::Application,
 };
 
-use crate::support::{PostgresServer, RedisServer};
+use support::{PostgresServer, RedisServer};
 
 fn settings(redis: &RedisServer) -> Settings {
     let mut s = Settings::from_env().expect("defaults");

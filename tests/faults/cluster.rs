@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context};
 
 use crate::service::Service;
-use crate::support::{ChaosProxy, PostgresServer, RedisServer, RespValue};
+use support::{ChaosProxy, PostgresServer, RedisServer, RespValue};
 
 /// How the services reach the servers.
 #[derive(Default, Clone)]

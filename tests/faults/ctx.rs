@@ -93,6 +93,27 @@ impl Ctx {
         }
     }
 
+    /// The common preamble: the world started, `per_service` subscribers
+    /// on each service, the default load running and its first 300 saves
+    /// acknowledged, so the fault lands mid-load. `outage`: the scenario
+    /// makes Redis unreachable (see [`Ctx::redis_outage`]).
+    pub async fn under_load(
+        seed: u64,
+        dir: &Path,
+        layout: Layout,
+        services: &[(&str, Vec<(&str, String)>)],
+        outage: bool,
+        per_service: usize,
+    ) -> anyhow::Result<Ctx> {
+        let mut ctx = Ctx::start(seed, dir, layout, services).await?;
+        if outage {
+            ctx.redis_outage();
+        }
+        ctx.subscribe(per_service).await?;
+        ctx.start_load(ctx.load_config());
+        ctx.acked(300).await?;
+        Ok(ctx)
+    }
     /// Reads during Redis outages are allowed to miss what Redis holds.
     pub fn redis_outage(&mut self) {
         self.outage_reads = true;

@@ -26,8 +26,6 @@ mod report;
 mod scenarios;
 mod service;
 mod subscriber;
-#[path = "../support/mod.rs"]
-mod support;
 mod workload;
 
 use std::{

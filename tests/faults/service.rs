@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::support::free_port;
+use support::free_port;
 
 /// Longest a start (migrations included) may take.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

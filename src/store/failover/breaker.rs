@@ -96,9 +96,9 @@ impl Breaker {
         self.state.lock().map(|s| *s).unwrap_or(State::Open { until: Instant::now() })
     }
 
-    /// Whether Redis is out of use (open, or half-open with all probe slots taken).
-    pub fn is_open(&self) -> bool {
-        matches!(self.state(), State::Open { .. })
+    /// Whether it was forced open by configuration (Redis never used).
+    pub fn is_forced_open(&self) -> bool {
+        self.forced_open
     }
 
     /// Whether Redis takes all calls.

@@ -114,6 +114,15 @@ impl MessageStore {
             self.breaker.record(Route::Probe, ok);
             route = self.breaker.peek_route();
         }
+        if route == Route::Fallback && self.pg.known_down() && !self.breaker.is_forced_open() {
+            // The breaker keeps calls off a sick Redis because PostgreSQL
+            // serves better; with PostgreSQL known down, Redis is the only
+            // tier that can answer (a loaded machine makes Redis calls time
+            // out and open the breaker exactly when it is needed most). The
+            // call goes there as a last resort; its outcome cannot move an
+            // open breaker (see `Breaker::record`), so only probes close it.
+            route = Route::Redis;
+        }
         match self.reconcile_before(route).await {
             Reconciled::Ready => route,
             Reconciled::NotYet => Route::Fallback,

@@ -8,7 +8,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::support::{free_port, PostgresServer, RedisServer};
+use support::{free_port, PostgresServer, RedisServer};
 
 /// Generous bound on start-up and exit.
 const BOUND: Duration = Duration::from_secs(30);

@@ -99,14 +99,9 @@ async fn postgres_down_30s_under_load_loses_no_acknowledged_message() {
 
 /// The same with the CPU contended on purpose (a busy loop per core): Redis
 /// calls are slowed past their timeout now and then, and a save must still
-/// not be failed over to the PostgreSQL that is known to be down.
-///
-/// Not yet in the default run: it fails now and then, when enough slow
-/// saves open the breaker while PostgreSQL is down (saves then skip Redis
-/// and fail). Run it with `cargo test --features failpoints --test api --
-/// --ignored contended`.
+/// not be failed over to the PostgreSQL that is known to be down, even
+/// when the slow calls open the breaker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails intermittently: slow saves can open the breaker while PostgreSQL is down"]
 async fn postgres_down_with_the_cpu_contended_loses_no_acknowledged_message() {
     let stop = Arc::new(AtomicBool::new(false));
     let hogs: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))

@@ -12,11 +12,7 @@ use crate::ctx::{Ctx, Report};
 ///     the persister retries, nothing is lost or doubled.
 pub async fn resets_and_cuts(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
     let layout = Layout { redis_proxy: true, pg_proxy: true, ..Layout::default() };
-    let mut ctx = Ctx::start(seed, &dir, layout, &[("a", vec![])]).await?;
-    ctx.redis_outage();
-    ctx.subscribe(3).await?;
-    ctx.start_load(ctx.load_config());
-    ctx.acked(300).await?;
+    let mut ctx = Ctx::under_load(seed, &dir, layout, &[("a", vec![])], true, 3).await?;
     let errors_before = ctx.metric(0, "threadstore_tier_errors_total").await?;
     for _ in 0..3 {
         ctx.pause_ms(200, 1000).await;

@@ -43,10 +43,7 @@ pub async fn crash_after_commit(seed: u64, dir: PathBuf) -> anyhow::Result<Repor
 ///    timeout, while a second instance runs: the second claims and persists
 ///    them; the first's late XACK after `SIGCONT` is harmless.
 pub async fn paused_consumer_claimed(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
-    let mut ctx = Ctx::start(seed, &dir, Layout::default(), &[("a", vec![]), ("b", vec![])]).await?;
-    ctx.subscribe(2).await?;
-    ctx.start_load(ctx.load_config());
-    ctx.acked(300).await?;
+    let mut ctx = Ctx::under_load(seed, &dir, Layout::default(), &[("a", vec![]), ("b", vec![])], false, 2).await?;
     // Freeze `a` at a moment it holds delivered, un-acknowledged entries.
     let mut pending = 0;
     for _ in 0..300 {

@@ -74,11 +74,7 @@ pub async fn down_60s(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
 ///    retries (persister) or says "maybe stored" (failover); nothing doubles.
 pub async fn cut_after_commit(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
     let layout = Layout { redis_proxy: true, pg_proxy: true, ..Layout::default() };
-    let mut ctx = Ctx::start(seed, &dir, layout, &[("a", vec![])]).await?;
-    ctx.redis_outage();
-    ctx.subscribe(2).await?;
-    ctx.start_load(ctx.load_config());
-    ctx.acked(300).await?;
+    let mut ctx = Ctx::under_load(seed, &dir, layout, &[("a", vec![])], true, 2).await?;
     ctx.fault("cut after the next 5 persister INSERTs");
     ctx.cluster.pg_proxy()?.cut_after_match(b"FROM unnest(", 5);
     let cuts = ctx.wait_cuts(5).await?;
@@ -106,11 +102,7 @@ pub async fn cut_after_commit(seed: u64, dir: PathBuf) -> anyhow::Result<Report>
 ///     are answered with `STORAGE_UNAVAILABLE` within the timeouts (never a
 ///     hang) and what the service called "not stored" never shows up later.
 pub async fn frozen(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
-    let mut ctx = Ctx::start(seed, &dir, Layout::default(), &[("a", vec![])]).await?;
-    ctx.redis_outage();
-    ctx.subscribe(2).await?;
-    ctx.start_load(ctx.load_config());
-    ctx.acked(300).await?;
+    let mut ctx = Ctx::under_load(seed, &dir, Layout::default(), &[("a", vec![])], true, 2).await?;
     ctx.fault("postgres SIGSTOP (postmaster and backends) for 6 s");
     block_in_place(|| ctx.cluster.pg.pause());
     let redis_alone = ctx.acked(100).await;

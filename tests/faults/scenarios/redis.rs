@@ -10,11 +10,7 @@ use crate::ctx::{Ctx, Report};
 /// 1. Redis `kill -9` mid-load, restarted after 2 s: with AOF `always` every
 ///    acknowledged save survives; meanwhile saves go to PostgreSQL.
 pub async fn kill9(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
-    let mut ctx = Ctx::start(seed, &dir, Layout::default(), &[("a", vec![])]).await?;
-    ctx.redis_outage();
-    ctx.subscribe(3).await?;
-    ctx.start_load(ctx.load_config());
-    ctx.acked(300).await?;
+    let mut ctx = Ctx::under_load(seed, &dir, Layout::default(), &[("a", vec![])], true, 3).await?;
     ctx.pause_ms(0, 500).await;
     let before = ctx.metric(0, "threadstore_failover_writes_total").await?;
     ctx.fault("redis kill -9");
@@ -31,11 +27,7 @@ pub async fn kill9(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
 /// 2. Redis frozen (`SIGSTOP`) 5 s: timeouts open the breaker, saves go to
 ///    PostgreSQL, and after `SIGCONT` nothing is stored twice.
 pub async fn pause(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
-    let mut ctx = Ctx::start(seed, &dir, Layout::default(), &[("a", vec![])]).await?;
-    ctx.redis_outage();
-    ctx.subscribe(3).await?;
-    ctx.start_load(ctx.load_config());
-    ctx.acked(300).await?;
+    let mut ctx = Ctx::under_load(seed, &dir, Layout::default(), &[("a", vec![])], true, 3).await?;
     ctx.pause_ms(0, 500).await;
     let before = ctx.metric(0, "threadstore_failover_writes_total").await?;
     ctx.fault("redis SIGSTOP for 5 s");
@@ -56,11 +48,7 @@ pub async fn pause(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
 /// 10. Redis at `maxmemory` with `noeviction`: its writes fail with `OOM`,
 ///     saves fail over to PostgreSQL, and no key is evicted.
 pub async fn maxmemory(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
-    let mut ctx = Ctx::start(seed, &dir, Layout::default(), &[("a", vec![])]).await?;
-    ctx.redis_outage();
-    ctx.subscribe(2).await?;
-    ctx.start_load(ctx.load_config());
-    ctx.acked(300).await?;
+    let mut ctx = Ctx::under_load(seed, &dir, Layout::default(), &[("a", vec![])], true, 2).await?;
     let used = ctx.cluster.redis_info("used_memory")?;
     let before = ctx.metric(0, "threadstore_failover_writes_total").await?;
     ctx.fault("redis maxmemory set just above its use");
@@ -112,11 +100,8 @@ pub async fn pubsub_kill(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
 pub async fn slow_recovery(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
     const K: f64 = 3.0;
     let layout = Layout { redis_proxy: true, ..Layout::default() };
-    let mut ctx = Ctx::start(seed, &dir, layout, &[("a", vec![("BREAKER_HALF_OPEN_PROBES", "3".into())])]).await?;
-    ctx.redis_outage();
-    ctx.subscribe(2).await?;
-    ctx.start_load(ctx.load_config());
-    ctx.acked(300).await?;
+    let mut ctx =
+        Ctx::under_load(seed, &dir, layout, &[("a", vec![("BREAKER_HALF_OPEN_PROBES", "3".into())])], true, 2).await?;
     let probes_before = ctx.metric(0, "threadstore_breaker_probes_total").await?;
     let acked_before = ctx.load()?.acked();
     ctx.fault("redis latency 200 ms for 8 s");

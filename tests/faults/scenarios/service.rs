@@ -12,10 +12,7 @@ use crate::ctx::{Ctx, Report};
 /// 9. The service `kill -9`ed mid-load and restarted: the new process (same
 ///    consumer name) persists what the dead one had read but not acknowledged.
 pub async fn kill9(seed: u64, dir: PathBuf) -> anyhow::Result<Report> {
-    let mut ctx = Ctx::start(seed, &dir, Layout::default(), &[("a", vec![])]).await?;
-    ctx.subscribe(3).await?;
-    ctx.start_load(ctx.load_config());
-    ctx.acked(300).await?;
+    let mut ctx = Ctx::under_load(seed, &dir, Layout::default(), &[("a", vec![])], false, 3).await?;
     ctx.pause_ms(0, 500).await;
     ctx.fault("service kill -9");
     ctx.cluster.services[0].kill().await;
