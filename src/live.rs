@@ -2,7 +2,7 @@
 //!
 //! - [`events`]: ONE Redis pub/sub connection per process, fanned out
 //!   in-process per thread (pub/sub is a wake-up signal, not the record).
-//! - [`feed`]: one subscriber's gap-free, exactly-once stream, re-reading
+//! - [`mod@feed`]: one subscriber's gap-free, exactly-once stream, re-reading
 //!   from the store whenever an event may be missing.
 
 pub mod events;

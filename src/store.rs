@@ -3,8 +3,8 @@
 //! - **Write path.** A save is one atomic Redis script (idempotency check,
 //!   createdAt from Redis `TIME`, body, thread index, persistence Stream,
 //!   pub/sub wake-up). It is acknowledged after that one round trip;
-//!   durability in PostgreSQL follows through the [`persister`].
-//! - **Failover.** When the [`breaker`] is open, or a Redis call fails, the
+//!   durability in PostgreSQL follows through [`persistence`].
+//! - **Failover.** When the breaker ([`failover`]) is open, or a Redis call fails, the
 //!   save is written straight to PostgreSQL in one transaction under the
 //!   thread's row lock, acknowledged after COMMIT, and announced to this
 //!   instance's subscribers directly. If neither tier takes it:
@@ -156,7 +156,7 @@ impl MessageStore {
     }
 
     /// The breaker's state (storage metrics, tests): read-only, as only
-    /// the gate ([`failover::gate`]) reports to it.
+    /// the gate (`failover/gate.rs`) reports to it.
     pub fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
     }

@@ -1,4 +1,4 @@
-//! The access policy (what [`crate::store::access`] stores, decided here).
+//! The access policy (what `store/access.rs` stores, decided here).
 //!
 //! | caller | read / watch | write | add / remove members |
 //! | --- | --- | --- | --- |

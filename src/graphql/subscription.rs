@@ -1,4 +1,4 @@
-//! `Subscription`: the gap-free feed of [`crate::live::feed`], ended cleanly when
+//! `Subscription`: the gap-free feed of [`crate::live::feed()`], ended cleanly when
 //! the server shuts down.
 
 use async_graphql::{Context, Subscription, ID};

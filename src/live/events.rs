@@ -4,7 +4,7 @@
 //! Pub/sub is only a wake-up signal. It can drop messages (a reconnect, a
 //! lagging receiver), so every event carries the createdAt of the message
 //! before it; a subscriber that finds a mismatch, or gets [`Event::Resync`],
-//! re-reads the gap from the store (see [`crate::live::feed`]).
+//! re-reads the gap from the store (see [`mod@crate::live::feed`]).
 
 use std::{
     collections::HashMap,

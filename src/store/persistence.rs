@@ -4,7 +4,7 @@
 //!   COMMIT, claim what dead consumers left, retry with backoff).
 //! - `persister/batch.rs`: one batch's insert, bisecting a rejected batch to isolate a bad
 //!   row, and dead-lettering rows that keep failing.
-//! - [`backpressure`]: the bound on the backlog that makes saves refuse
+//! - `backpressure`: the bound on the backlog that makes saves refuse
 //!   rather than grow Redis memory without limit.
 
 pub(super) mod backpressure;

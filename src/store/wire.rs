@@ -6,7 +6,7 @@
 //!
 //! | format | bytes |
 //! | --- | --- |
-//! | entry | message JSON ([`Wire`]), `c` = createdAt µs first |
+//! | entry | message JSON (`Wire`), `c` = createdAt µs first |
 //! | body | [`UNPERSISTED`] or [`PERSISTED`], then the entry |
 //! | saved event | previous createdAt µs or [`PREV_UNKNOWN`], [`EVENT_SEP`], the body |
 //! | revoke event | [`REVOKE`], then the user id |

@@ -219,7 +219,7 @@ pub struct SubCheck {
 impl SubCheck {
     /// `outage`: Redis was unreachable, and a feed that re-read meanwhile
     /// delivers what Redis held unpersisted late, after Redis returns (out
-    /// of order, never missing: see `src/feed.rs`).
+    /// of order, never missing: see `src/live/feed.rs`).
     pub fn valid(&self, outage: bool) -> bool {
         self.missing + self.duplicated == 0 && (outage || self.out_of_order == 0)
     }

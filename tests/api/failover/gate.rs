@@ -1,5 +1,5 @@
 //! Every kind of Redis call the store makes reaches the breaker when it
-//! fails (one gate, `src/store/gate.rs`): each is made to fail through the
+//! fails (one gate, `src/store/failover/gate.rs`): each is made to fail through the
 //! chaos proxy, alone, and the breaker's failure count must move. Several
 //! of these failures used to be swallowed without counting (the reads'
 //! unpersisted lookup, the message locator, cache fills).
