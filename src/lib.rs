@@ -5,11 +5,11 @@
 //!
 //! **Write path.** `saveMessage` parses its input into [`domain`] types,
 //! fixes the message id (UUIDv7), and makes ONE atomic Redis call
-//! ([`store::redis`], `store/lua/save.lua`): idempotency check, createdAt
+//! (`store/redis`, `store/lua/save.lua`): idempotency check, createdAt
 //! from Redis `TIME`, body, thread index, persistence Stream entry and a
 //! pub/sub wake-up. The message is acknowledged with `persisted: false`.
 //!
-//! **Persistence.** [`store::persistence`] is a consumer in a Redis Stream
+//! **Persistence.** `store/persistence` is a consumer in a Redis Stream
 //! group: it batches entries into one idempotent PostgreSQL insert and
 //! acknowledges them only after COMMIT, then flags the cached bodies
 //! persisted and starts their TTL. Unpersisted data never expires.
@@ -20,7 +20,7 @@
 //! query for misses, which are cached again. Cold or deep pages read
 //! PostgreSQL merged with the unpersisted messages still in Redis.
 //!
-//! **Failover.** [`store::failover`] opens on repeated Redis faults; then
+//! **Failover.** `store/failover` opens on repeated Redis faults; then
 //! saves go straight to PostgreSQL (one transaction under the thread's row
 //! lock) and reads are served by PostgreSQL. Before Redis takes writes again
 //! the failover writes are reconciled into it.

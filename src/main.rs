@@ -7,8 +7,7 @@ use threadstore::{
     config::{Cli, Command, LogFormat},
     graphql, shutdown,
     startup::Application,
-    store::postgres::PgTier,
-    telemetry,
+    store, telemetry,
 };
 
 /// mimalloc: the request path allocates many small short-lived objects,
@@ -41,7 +40,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Migrate(db) => {
             telemetry::init(LogFormat::Text);
-            PgTier::migrate(db.database_url.expose()).await
+            store::migrate(db.database_url.expose()).await
         }
         Command::Schema => {
             print!("{}", graphql::sdl());

@@ -4,26 +4,20 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::auth::Authenticator;
-use crate::config::{RedisSettings, Settings};
+use crate::config::Settings;
 use crate::graphql::{build_schema, Api, ComputePool, QueryLimits};
 use crate::http::{router, AppState};
 use crate::live::Events;
 use crate::metrics::Metrics;
 use crate::rate::RateLimits;
-use crate::store::{
-    failover::breaker::Breaker,
-    persistence::persister::{self, Persister},
-    postgres::PgTier,
-    redis::RedisTier,
-    MessageStore, StoreConfig,
-};
+use crate::store::{self, MessageStore, Persister};
 
 /// How long shutdown waits, past the request deadline, for in-flight HTTP
 /// requests.
@@ -46,38 +40,8 @@ impl Application {
     /// Builds everything and spawns the background tasks.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        PgTier::migrate(settings.database.database_url.expose()).await.context("migrating PostgreSQL")?;
-        let db = &settings.database;
-        let pg = PgTier::new(db.database_url.expose(), db.pg_pool_size, db.timeout(), metrics.clone())?;
-        let r = &settings.redis;
-        let redis = RedisTier::new(r.redis_url.expose(), r.redis_pool_size, r.timeout(), metrics.clone())?;
-        check_redis(&redis, r).await?;
-
-        let breaker = Arc::new(Breaker::new(
-            r.breaker_failure_threshold,
-            r.breaker_cooldown(),
-            r.breaker_half_open_probes,
-            r.force_failover,
-            metrics.clone(),
-        ));
         let events = Events::default();
-        let config = StoreConfig {
-            cache_ttl_s: r.cache_ttl().as_secs(),
-            idempotency_ttl_s: r.idempotency_ttl().as_secs(),
-            window: r.thread_window.max(1),
-            backlog_limit: settings.persist.persist_backlog_limit,
-            patience: settings.limits.request_timeout() / 2,
-        };
-        let store = MessageStore::new(redis.clone(), pg, breaker, Arc::new(events.clone()), config, metrics.clone());
-        if !r.force_failover {
-            // A previous process may have failed over and died before Redis
-            // came back: bring Redis up to date before taking saves.
-            if let Err(e) = store.reconcile().await {
-                // Not fatal: the first Redis call reconciles again (and
-                // keeps off Redis until it has).
-                tracing::warn!(error = ?e, "start-up reconcile of failover writes failed; retried before Redis is used");
-            }
-        }
+        let store = MessageStore::connect(&settings, &metrics, Arc::new(events.clone())).await?;
 
         let listener = TcpListener::bind(settings.listen_addr).await.context("binding the listen address")?;
         let stop = CancellationToken::new();
@@ -105,8 +69,8 @@ impl Application {
             limits: Arc::new(l.clone()),
         });
 
-        tracker.spawn(events.run(redis.client().clone(), redis.timeout(), stop.clone()));
-        tracker.spawn(persister::stats_loop(store.clone(), stop.clone()));
+        tracker.spawn(events.run(store.pubsub_source(), stop.clone()));
+        tracker.spawn(store::queue_stats_loop(store.clone(), stop.clone()));
         let app = Self { listener, router, store, metrics, settings, stop, tracker };
         if app.settings.persist.persister_enabled {
             let persister = app.persister(app.consumer_name()?);
@@ -197,40 +161,4 @@ impl Application {
         tracing::info!("stopped");
         result.context("server task")?.context("server")
     }
-}
-
-/// Refuses a Redis that can lose acknowledged writes, unless explicitly
-/// accepted. An unreachable Redis is not fatal: the service fails over.
-async fn check_redis(redis: &RedisTier, s: &RedisSettings) -> anyhow::Result<()> {
-    let (aof, policy, fsync) = match tokio::try_join!(
-        redis.config_get("appendonly"),
-        redis.config_get("maxmemory-policy"),
-        redis.config_get("appendfsync")
-    ) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(error = %e, "Redis unreachable at start; serving from PostgreSQL until it answers");
-            return Ok(());
-        }
-    };
-    let mut risks = Vec::new();
-    if aof.as_deref() != Some("yes") {
-        risks.push("appendonly is not 'yes': a Redis crash loses acknowledged saves".to_string());
-    }
-    if let Some(p) = policy.as_deref().filter(|p| p.starts_with("allkeys-")) {
-        risks.push(format!("maxmemory-policy {p} can evict unpersisted messages"));
-    }
-    if !risks.is_empty() {
-        if s.allow_unsafe_redis {
-            for r in &risks {
-                tracing::warn!(risk = %r, "ALLOW_UNSAFE_REDIS is set: starting anyway");
-            }
-        } else {
-            bail!("refusing to start: {} (set ALLOW_UNSAFE_REDIS=true to accept the risk)", risks.join("; "));
-        }
-    }
-    if fsync.as_deref() != Some("always") {
-        tracing::warn!(appendfsync = ?fsync, "appendfsync is not 'always': a host crash can lose up to ~1 s of acknowledged saves");
-    }
-    Ok(())
 }

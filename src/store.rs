@@ -1,34 +1,45 @@
-//! `MessageStore`: the single storage facade resolvers use.
+//! `MessageStore`: the single storage facade resolvers use. It offers
+//! intentions (save, page, access, readiness, a persister); the tiers stay
+//! inside.
 //!
-//! - **Write path.** A save is one atomic Redis script (idempotency check,
-//!   createdAt from Redis `TIME`, body, thread index, persistence Stream,
-//!   pub/sub wake-up). It is acknowledged after that one round trip;
-//!   durability in PostgreSQL follows through [`persistence`].
-//! - **Failover.** When the breaker ([`failover`]) is open, or a Redis call fails, the
-//!   save is written straight to PostgreSQL in one transaction under the
-//!   thread's row lock, acknowledged after COMMIT, and announced to this
-//!   instance's subscribers directly. If neither tier takes it:
-//!   `STORAGE_UNAVAILABLE`, nothing stored.
-//! - **Read path.** Pages come from the Redis thread index when it is warm
-//!   and covers the range; otherwise from PostgreSQL merged with the messages
-//!   Redis still holds unpersisted (read first, so a message persisted in
-//!   between is seen by one side or the other), and the index is re-primed.
-//!   While Redis is out, PostgreSQL alone answers: unpersisted messages
-//!   stranded in Redis are invisible until it returns (README, guarantees).
+//! - **Write path** (`write.rs`). A save is one atomic Redis script
+//!   (idempotency check, createdAt from Redis `TIME`, body, thread index,
+//!   persistence Stream, pub/sub wake-up), acknowledged after that one
+//!   round trip; durability in PostgreSQL follows through `persistence/`.
+//! - **Failover** (`failover/`). When the breaker is open, or a Redis call
+//!   fails, the save is written straight to PostgreSQL in one transaction
+//!   under the thread's row lock, acknowledged after COMMIT, and announced
+//!   to this instance's subscribers through [`Announce`]. If neither tier
+//!   takes it: `STORAGE_UNAVAILABLE`, nothing stored.
+//! - **Read path** (`read.rs`). Pages come from the Redis thread index when
+//!   it is warm and covers the range; otherwise from PostgreSQL merged with
+//!   the messages Redis still holds unpersisted (read first, so a message
+//!   persisted in between is seen by one side or the other), and the index
+//!   is re-primed. While Redis is out, PostgreSQL alone answers: unpersisted
+//!   messages stranded in Redis are invisible until it returns (README,
+//!   guarantees).
+//!
+//! Layers, each importing only downward: [`model`] types and [`wire`]
+//! formats at the bottom; the tiers `redis/` and `postgres/` on them; the
+//! facade and its concerns (`write`, `read`, `access`, `failover/`,
+//! `persistence/`, `connect`) on top. Live delivery (`crate::live`) sits
+//! above the store.
 
 mod access;
-pub mod failover;
+mod connect;
+mod failover;
 pub mod model;
-pub mod persistence;
-pub mod postgres;
+mod persistence;
+mod postgres;
 mod read;
-pub mod redis;
+mod redis;
 pub mod wire;
 mod write;
 
+pub use connect::{migrate, PubSubSource};
 pub use failover::breaker::State as BreakerState;
 pub use model::{Access, Order, PageQuery, StoreConfig};
-pub use persistence::persister::{PersistOutcome, Persister};
+pub use persistence::persister::{stats_loop as queue_stats_loop, PersistOutcome, Persister};
 pub use read::Page;
 
 use std::sync::Arc;

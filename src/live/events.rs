@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::Message;
 use crate::store::wire::{decode_event, WireEvent};
-use crate::store::EVENT_CHANNELS;
+use crate::store::{PubSubSource, EVENT_CHANNELS};
 
 /// Buffered events per thread before a slow receiver lags (and re-reads).
 const CHANNEL_CAPACITY: usize = 256;
@@ -133,7 +133,8 @@ impl Events {
 
     /// Keeps the pub/sub connection up until `stop`; after every (re)connect
     /// all subscribers re-read, since events may have been missed meanwhile.
-    pub async fn run(self, client: redis::Client, timeout: Duration, stop: CancellationToken) {
+    pub async fn run(self, source: PubSubSource, stop: CancellationToken) {
+        let PubSubSource { client, timeout } = source;
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
             let connected = tokio::time::timeout(timeout.max(Duration::from_millis(500)), async {
