@@ -12,9 +12,10 @@ use crate::domain::{Message, MessageId, NewMessage};
 impl MessageStore {
     /// The shape of every write: one Redis attempt (its script), else one
     /// PostgreSQL transaction under the failover gate. `attempt` builds the
-    /// Redis attempt; it runs a second time only when Redis came back while
-    /// this write waited at the gate (a failover write then would race
-    /// Redis writes on the same thread).
+    /// Redis attempt; it runs again only when Redis came back while this
+    /// write waited at the gate (a failover write then would race Redis
+    /// writes on the same thread), or when the failover found PostgreSQL
+    /// down (see `after_failover`).
     pub(super) async fn write<T, M, A>(
         &self,
         attempt: M,
@@ -30,7 +31,9 @@ impl MessageStore {
             Attempt::Skipped => {
                 let gate = self.reconcile.failover_gate().await;
                 if !self.redis_in_use() {
-                    return failover(false).await;
+                    let result = failover(false).await;
+                    drop(gate);
+                    return self.after_failover(result, &attempt).await;
                 }
                 drop(gate);
                 match attempt()().await {
@@ -40,8 +43,32 @@ impl MessageStore {
                 }
             }
         };
-        let _gate = self.reconcile.failover_gate().await;
-        failover(maybe_in_redis).await
+        let gate = self.reconcile.failover_gate().await;
+        let result = failover(maybe_in_redis).await;
+        drop(gate);
+        self.after_failover(result, &attempt).await
+    }
+
+    /// A failover that found PostgreSQL down (a crash not yet noticed when
+    /// Redis timed out) gets one more Redis attempt: a write must not fail
+    /// while Redis may be healthy, and with PostgreSQL known down the gate
+    /// now routes to Redis patiently. Safe to repeat: every attempt is
+    /// idempotent by its id, fixed before the first one.
+    async fn after_failover<T, M, A>(&self, result: Result<T, StoreError>, attempt: &M) -> Result<T, StoreError>
+    where
+        M: Fn() -> A,
+        A: AsyncFnOnce() -> Attempt<T>,
+    {
+        match result {
+            Err(StoreError::Unavailable { maybe_stored }) if self.pg.known_down() => match attempt()().await {
+                Attempt::Done(result) => result,
+                Attempt::FailOver { maybe_applied } => {
+                    Err(StoreError::Unavailable { maybe_stored: maybe_stored || maybe_applied })
+                }
+                Attempt::Skipped => Err(StoreError::Unavailable { maybe_stored }),
+            },
+            other => other,
+        }
     }
 
     /// Saves a message (see the module docs for the tiers).
