@@ -52,16 +52,16 @@ struct Wire {
 }
 
 impl Wire {
-    fn from_message(m: &Message) -> Self {
+    fn from_owned(m: Message) -> Self {
         Wire {
             c: Some(m.created_at.micros()),
             id: m.id,
-            t: m.thread_id.clone(),
+            t: m.thread_id,
             r: m.role,
-            b: m.content.clone(),
-            m: m.metadata.clone(),
-            k: m.client_message_id.clone(),
-            a: m.author_id.clone(),
+            b: m.content,
+            m: m.metadata,
+            k: m.client_message_id,
+            a: m.author_id,
         }
     }
 
@@ -92,16 +92,8 @@ pub struct SaveParts {
 impl SaveParts {
     /// The pieces of `m`'s entry.
     pub fn of(m: &NewMessage) -> Result<Self, serde_json::Error> {
-        let wire = Wire {
-            c: None,
-            id: m.id,
-            t: m.thread_id.as_str().to_owned(),
-            r: m.role,
-            b: m.content.as_str().to_owned(),
-            m: m.metadata.as_ref().map(|v| v.as_value().clone()),
-            k: m.client_message_id.as_ref().map(|k| k.as_str().to_owned()),
-            a: m.author_id.clone(),
-        };
+        // createdAt is the script's to fill in.
+        let wire = Wire { c: None, ..Wire::from_owned(m.to_message(Timestamp::from_micros(0))) };
         // `{"id":…}` without `c`: the tail is `,"id":…}`.
         let json = serde_json::to_string(&wire)?;
         Ok(SaveParts { head: ENTRY_HEAD, tail: format!(",{}", &json[1..]) })
@@ -112,7 +104,7 @@ impl SaveParts {
 pub fn encode_body(m: &Message, persisted: bool) -> Vec<u8> {
     let mut body = if persisted { PERSISTED } else { UNPERSISTED }.as_bytes().to_vec();
     // Serializing plain data into a Vec cannot fail.
-    body.extend(serde_json::to_vec(&Wire::from_message(m)).unwrap_or_default());
+    body.extend(serde_json::to_vec(&Wire::from_owned(m.clone())).unwrap_or_default());
     body
 }
 
