@@ -8,7 +8,7 @@ mod message;
 mod props;
 mod time;
 
-pub use cursor::{Cursor, OrderKey};
+pub use cursor::{Cursor, EventCursor, OrderKey};
 pub use input::{ClientMessageId, Content, Metadata, ThreadId, UserId, ValidationError};
 pub use message::{Message, MessageId, NewMessage, Role};
 pub use time::Timestamp;

@@ -96,8 +96,9 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
-    /// The message as stored with `created_at`, not yet persisted.
-    pub fn to_message(&self, created_at: Timestamp) -> Message {
+    /// The message as stored with `created_at` and change sequence
+    /// `change_seq`, not yet persisted.
+    pub fn to_message(&self, created_at: Timestamp, change_seq: i64) -> Message {
         Message {
             id: self.id,
             thread_id: self.thread_id.as_str().to_owned(),
@@ -107,6 +108,7 @@ impl NewMessage {
             client_message_id: self.client_message_id.as_ref().map(|k| k.as_str().to_owned()),
             author_id: self.author_id.clone(),
             created_at,
+            change_seq,
             persisted: false,
         }
     }
@@ -139,6 +141,10 @@ pub struct Message {
     pub author_id: Option<String>,
     /// Position in the thread.
     pub created_at: Timestamp,
+    /// The thread's change sequence number of this message's latest change:
+    /// a per-thread logical clock in microseconds, strictly increasing over
+    /// the thread's changes, with gaps (see `migrations/V3__change_seq.sql`).
+    pub change_seq: i64,
     /// True once PostgreSQL holds it.
     pub persisted: bool,
 }

@@ -10,7 +10,7 @@ use super::guard::{check, operator};
 use super::loader::{MessageKey, MessageLoader};
 use super::types::{MessageNode, MessageOrder, StorageMetrics, TierLatency};
 use crate::auth::access::Action;
-use crate::domain::{Cursor, Message, MessageId, ThreadId, ValidationError};
+use crate::domain::{Cursor, EventCursor, Message, MessageId, ThreadId, ValidationError};
 use crate::error::Error;
 use crate::metrics::{Metrics, Tier};
 use crate::store::{BreakerState as State, MessageStore, Order, Page, PageQuery};
@@ -169,5 +169,12 @@ impl ThreadNode {
     /// Messages in the thread.
     async fn message_count(&self, ctx: &Context<'_>) -> Result<u64, Error> {
         ctx.data::<MessageStore>()?.count(&self.0).await.map_err(|e| Error::from(e).on_read())
+    }
+
+    /// The thread's latest change, as an opaque cursor: read it with a page
+    /// in one query, then subscribe with `threadEvents(after:)` from it.
+    async fn event_cursor(&self, ctx: &Context<'_>) -> Result<String, Error> {
+        let seq = ctx.data::<MessageStore>()?.last_change(&self.0).await.map_err(|e| Error::from(e).on_read())?;
+        Ok(EventCursor(seq).encode())
     }
 }

@@ -75,7 +75,7 @@ pub struct PgTier {
     down: Arc<AtomicBool>,
 }
 
-const COLUMNS: &str = "id, thread_id, role, content, metadata, client_message_id, created_at, author_id";
+const COLUMNS: &str = "id, thread_id, role, content, metadata, client_message_id, created_at, author_id, change_seq";
 
 fn row_to_message(r: &Row) -> Result<Message, PgFault> {
     let role: String = r.try_get(2).map_err(PgFault::from)?;
@@ -89,6 +89,7 @@ fn row_to_message(r: &Row) -> Result<Message, PgFault> {
         client_message_id: r.try_get(5).map_err(PgFault::from)?,
         author_id: r.try_get(7).map_err(PgFault::from)?,
         created_at: Timestamp::from_datetime(created),
+        change_seq: r.try_get(8).map_err(PgFault::from)?,
         persisted: true,
     })
 }

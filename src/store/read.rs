@@ -156,6 +156,23 @@ impl MessageStore {
         Ok(n)
     }
 
+    /// The thread's latest change sequence (0 before its first message):
+    /// `Thread.eventCursor`. Redis's when its state is warm; else the
+    /// highest of PostgreSQL's and the unpersisted messages' (both read, as
+    /// a change may be in either). While Redis is out PostgreSQL alone
+    /// answers, which can be behind what Redis holds unpersisted: a
+    /// subscriber starting there replays those changes (never misses them).
+    pub async fn last_change(&self, thread: &ThreadId) -> Result<i64, StoreError> {
+        let unpersisted = match self.via_redis_patiently(|| async |r: &RedisTier| r.last_change(thread).await).await {
+            Ok(Some(seq)) => return Ok(seq),
+            Ok(None) => self.via_redis(async |r| r.unpersisted(thread).await).await.ok().map(|(m, _)| m),
+            Err(_) => None,
+        };
+        let newest_unpersisted = unpersisted.iter().flatten().map(|m| m.change_seq).max();
+        let persisted = self.pg.last_change(thread).await.map_err(|_| StoreError::UNAVAILABLE)?;
+        Ok(persisted.max(newest_unpersisted).unwrap_or(0))
+    }
+
     /// Bodies by (thread, id): one Redis `MGET`, one PostgreSQL
     /// `id = ANY(..)` for the misses, which are then cached with the TTL.
     pub async fn load(&self, keys: &[(ThreadId, MessageId)]) -> Result<HashMap<MessageId, Message>, StoreError> {
@@ -214,6 +231,7 @@ mod tests {
             client_message_id: None,
             author_id: None,
             created_at: Timestamp::from_micros(us),
+            change_seq: us,
             persisted,
         }
     }

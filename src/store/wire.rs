@@ -33,12 +33,18 @@ pub const PREV_UNKNOWN: &str = "?";
 pub const REVOKE: &str = "!revoke|";
 /// How an entry starts: createdAt goes right after it.
 const ENTRY_HEAD: &str = "{\"c\":";
+/// Between createdAt and the change sequence.
+const ENTRY_MID: &str = ",\"q\":";
 
 /// The JSON form of a message. Short names keep the hot path small.
 #[derive(Serialize, Deserialize)]
 struct Wire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     c: Option<i64>,
+    /// Change sequence; entries written before it existed use `c` (the
+    /// same clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    q: Option<i64>,
     id: MessageId,
     t: String,
     r: Role,
@@ -55,6 +61,7 @@ impl Wire {
     fn from_owned(m: Message) -> Self {
         Wire {
             c: Some(m.created_at.micros()),
+            q: Some(m.change_seq),
             id: m.id,
             t: m.thread_id,
             r: m.role,
@@ -66,6 +73,7 @@ impl Wire {
     }
 
     fn into_message(self, persisted: bool) -> Option<Message> {
+        let created = self.c?;
         Some(Message {
             id: self.id,
             thread_id: self.t,
@@ -74,29 +82,33 @@ impl Wire {
             metadata: self.m,
             client_message_id: self.k,
             author_id: self.a,
-            created_at: Timestamp::from_micros(self.c?),
+            created_at: Timestamp::from_micros(created),
+            change_seq: self.q.unwrap_or(created),
             persisted,
         })
     }
 }
 
-/// A new message cut where the save script puts its createdAt: the entry
-/// is `head` + createdAt + `tail`, the body the unpersisted flag + entry.
+/// A new message cut where the save script puts what it assigns: the
+/// entry is `head` + createdAt + `mid` + change sequence + `tail`, the body
+/// the unpersisted flag + entry.
 pub struct SaveParts {
     /// Everything before createdAt.
     pub head: &'static str,
-    /// Everything after it.
+    /// Between createdAt and the change sequence.
+    pub mid: &'static str,
+    /// Everything after the change sequence.
     pub tail: String,
 }
 
 impl SaveParts {
     /// The pieces of `m`'s entry.
     pub fn of(m: &NewMessage) -> Result<Self, serde_json::Error> {
-        // createdAt is the script's to fill in.
-        let wire = Wire { c: None, ..Wire::from_owned(m.to_message(Timestamp::from_micros(0))) };
+        // createdAt and the change sequence are the script's to fill in.
+        let wire = Wire { c: None, q: None, ..Wire::from_owned(m.to_message(Timestamp::from_micros(0), 0)) };
         // `{"id":…}` without `c`: the tail is `,"id":…}`.
         let json = serde_json::to_string(&wire)?;
-        Ok(SaveParts { head: ENTRY_HEAD, tail: format!(",{}", &json[1..]) })
+        Ok(SaveParts { head: ENTRY_HEAD, mid: ENTRY_MID, tail: format!(",{}", &json[1..]) })
     }
 }
 
@@ -179,7 +191,8 @@ mod tests {
 
     /// What the save script builds from the parts, as `lua/save.lua` does.
     fn as_script_would(parts: &SaveParts, ts: i64, prev: &str) -> (String, String, String) {
-        let entry = format!("{}{ts}{}", parts.head, parts.tail);
+        let seq = ts + 5;
+        let entry = format!("{}{ts}{}{seq}{}", parts.head, parts.mid, parts.tail);
         let body = format!("{UNPERSISTED}{entry}");
         let event = format!("{prev}{EVENT_SEP}{body}");
         (entry, body, event)
@@ -189,7 +202,7 @@ mod tests {
     fn the_script_pieces_decode_to_the_message_saved() {
         let new = new_message();
         let (entry, body, event) = as_script_would(&SaveParts::of(&new).unwrap(), 42, "41");
-        let expected = new.to_message(Timestamp::from_micros(42));
+        let expected = new.to_message(Timestamp::from_micros(42), 47);
         assert_eq!(decode_entry(entry.as_bytes()), Some(expected.clone()));
         assert_eq!(decode_body(body.as_bytes()), Some(expected.clone()));
         match decode_event(event.as_bytes()) {
@@ -202,7 +215,7 @@ mod tests {
 
     #[test]
     fn bodies_round_trip_with_their_flag() {
-        let m = new_message().to_message(Timestamp::from_micros(7));
+        let m = new_message().to_message(Timestamp::from_micros(7), 9);
         for persisted in [false, true] {
             let decoded = decode_body(&encode_body(&m, persisted)).unwrap();
             assert_eq!(decoded.persisted, persisted);

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bad_input;
+mod change_seq;
 mod edges;
 mod failover;
 mod messages;

@@ -164,7 +164,7 @@ impl MessageStore {
             }
             for p in pending {
                 self.redis
-                    .reconcile(&p.thread, p.newest, &p.keys, self.config.idempotency_ttl_s)
+                    .reconcile(&p.thread, p.newest, p.newest_seq, &p.keys, self.config.idempotency_ttl_s)
                     .await
                     .map_err(|e| ReconcileError::Redis(e.to_string()))?;
                 self.pg.mark_reconciled(&p.thread, &p.ids).await.map_err(pg)?;

@@ -3,13 +3,16 @@
 -- 'last' so new createdAt values stay above them, and restore idempotency keys.
 --
 -- KEYS: meta, then idempotency keys
--- A: last (newest createdAt written in failover), key_ttl s; L: the message
+-- A: last (newest createdAt written in failover), seq (their highest change
+--    sequence), key_ttl s; L: the message
 --    id of each idempotency key
 local meta = KEYS[1]
 local last = tonumber(redis.call('HGET', meta, 'last') or '0')
 local failover_last = tonumber(A.last)
 if failover_last > last then last = failover_last end
-redis.call('HSET', meta, 'win', '0', 'last', string.format('%.0f', last))
+local seq = tonumber(redis.call('HGET', meta, 'seq') or '0')
+if tonumber(A.seq) > seq then seq = tonumber(A.seq) end
+redis.call('HSET', meta, 'win', '0', 'last', string.format('%.0f', last), 'seq', string.format('%.0f', seq))
 redis.call('HINCRBY', meta, 'gen', 1)
 for i = 2, #KEYS do
   redis.call('SET', KEYS[i], L[i - 1], 'NX', 'EX', A.key_ttl)

@@ -3,14 +3,14 @@
 -- KEYS: meta hash, thread index zset, unpersisted zset, body, idempotency
 --       key (unused without A.keyed), persistence stream, locator
 -- A: id, thread, channel (pub/sub); the entry as `head` .. createdAt ..
---    `tail` in stream field `field`, `unpersisted` its body flag, `sep` and
+--    `mid` .. change sequence .. `tail` in stream field `field`, `unpersisted` its body flag, `sep` and
 --    `prev_unknown` for the event (formats: `store/wire.rs`); keyed '1' with an idempotency key,
 --    key_ttl s; window (index size), ttl s (cache); refuse_cold '1' to
 --    refuse a keyed save on a cold thread; backlog: refuse when the stream
 --    holds this many entries (0: no bound); deadline µs since the epoch:
 --    the caller stops waiting then.
 --
--- Returns {'ok', createdAt}, {'stored', body} (this id is stored already),
+-- Returns {'ok', createdAt, change sequence}, {'stored', body} (this id is stored already),
 -- {'dup', original id} (the idempotency key was used), {'full'} (backlog at
 -- its bound: nothing stored), {'late'} (the deadline passed: nothing
 -- stored), or {'cold'}: the thread's state is not in Redis (expired or
@@ -57,7 +57,7 @@ end
 -- createdAt: Redis TIME, forced strictly above the thread's previous value so
 -- order is total even if the clock steps back. A cold thread (meta expired or
 -- lost) never goes below its newest unpersisted message.
-local m = redis.call('HMGET', meta, 'last', 'win')
+local m = redis.call('HMGET', meta, 'last', 'win', 'seq')
 local warm = m[1] ~= false
 local last = tonumber(m[1] or '0')
 if not warm then
@@ -66,12 +66,19 @@ if not warm then
 end
 if now <= last then now = last + 1 end
 local ts = string.format('%.0f', now)
+-- The change sequence: the same clock, strictly above the thread's last
+-- change (edits and reactions take numbers too). Cold meta: `now` is above
+-- every earlier number, all of which came from this clock.
+local seq = now
+local seq_last = tonumber(m[3] or '0')
+if seq <= seq_last then seq = seq_last + 1 end
+local sq = string.format('%.0f', seq)
 -- Subscribers deliver straight from the event when 'prev' is the last
 -- message they saw; prev_unknown (cold meta) makes them re-read the gap.
 local prev = A.prev_unknown
 if warm then prev = string.format('%.0f', last) end
 
-local entry = A.head .. ts .. A.tail
+local entry = A.head .. ts .. A.mid .. sq .. A.tail
 local full = A.unpersisted .. entry
 redis.call('SET', body, full)
 redis.call('ZADD', idx, now, A.id)
@@ -81,7 +88,7 @@ if m[2] == '1' then
 else
   redis.call('HSET', meta, 'win', '0')
 end
-redis.call('HSET', meta, 'last', ts)
+redis.call('HSET', meta, 'last', ts, 'seq', sq)
 local card = redis.call('ZCARD', idx)
 if card > tonumber(A.window) then
   redis.call('ZREMRANGEBYRANK', idx, 0, card - tonumber(A.window) - 1)
@@ -96,4 +103,4 @@ end
 redis.call('SET', loc, A.thread)
 redis.call('XADD', stream, '*', A.field, entry)
 redis.call('PUBLISH', A.channel, prev .. A.sep .. full)
-return {'ok', ts}
+return {'ok', ts, sq}

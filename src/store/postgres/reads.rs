@@ -136,6 +136,20 @@ impl PgTier {
         .await
     }
 
+    /// The thread's highest change sequence, if it has messages.
+    pub async fn last_change(&self, thread: &ThreadId) -> Result<Option<i64>, PgFault> {
+        let t = thread.as_str();
+        self.with_client("last_change", || {
+            async |c| {
+                let r = c
+                    .query_typed("SELECT max(change_seq) FROM messages WHERE thread_id = $1", &[(&t, Type::TEXT)])
+                    .await?;
+                Ok(r.first().map(|r| r.try_get::<_, Option<i64>>(0)).transpose()?.flatten())
+            }
+        })
+        .await
+    }
+
     /// The message saved with an idempotency key, if any.
     pub async fn by_client_id(&self, thread: &ThreadId, key: &str) -> Result<Option<Message>, PgFault> {
         let t = thread.as_str();

@@ -18,6 +18,8 @@ pub struct PendingReconcile {
     pub thread: String,
     /// The newest `createdAt` among them (Redis's clock must pass it).
     pub newest: Timestamp,
+    /// Their highest change sequence (Redis's must pass it too).
+    pub newest_seq: i64,
     /// Their idempotency keys, with the ids they name.
     pub keys: Vec<(String, MessageId)>,
     /// All their ids.
@@ -38,11 +40,12 @@ impl PgTier {
         let keys: Vec<Option<&str>> = batch.iter().map(|m| m.client_message_id.as_deref()).collect();
         let created: Vec<OffsetDateTime> = batch.iter().map(|m| m.created_at.to_datetime()).collect();
         let authors: Vec<Option<&str>> = batch.iter().map(|m| m.author_id.as_deref()).collect();
+        let seqs: Vec<i64> = batch.iter().map(|m| m.change_seq).collect();
         self.with_client("insert_batch", || async |c| {
             let n = c
                 .query_typed(
-                    "INSERT INTO messages (thread_id, id, role, content, metadata, client_message_id, created_at, author_id)
-                     SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[], $8::text[])
+                    "INSERT INTO messages (thread_id, id, role, content, metadata, client_message_id, created_at, author_id, change_seq)
+                     SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[], $8::text[], $9::bigint[])
                      ON CONFLICT DO NOTHING RETURNING id",
                     &[
                         (&threads, Type::TEXT_ARRAY),
@@ -53,6 +56,7 @@ impl PgTier {
                         (&keys, Type::TEXT_ARRAY),
                         (&created, Type::TIMESTAMPTZ_ARRAY),
                         (&authors, Type::TEXT_ARRAY),
+                        (&seqs, Type::INT8_ARRAY),
                     ],
                 )
                 .await?;
@@ -102,10 +106,14 @@ impl PgTier {
             let inserted = tx
                 .query_typed(
                     &format!(
-                        "INSERT INTO messages (thread_id, id, role, content, metadata, client_message_id, author_id, created_at, needs_reconcile)
-                         SELECT $1, $2, $3, $4, $5, $6, $7, GREATEST(
+                        "WITH at AS (SELECT GREATEST(
                              date_trunc('microseconds', clock_timestamp()),
-                             (SELECT max(created_at) FROM messages WHERE thread_id = $1) + interval '1 microsecond'), true
+                             (SELECT max(created_at) FROM messages WHERE thread_id = $1) + interval '1 microsecond') AS t)
+                         INSERT INTO messages (thread_id, id, role, content, metadata, client_message_id, author_id, created_at, change_seq, needs_reconcile)
+                         SELECT $1, $2, $3, $4, $5, $6, $7, at.t, GREATEST(
+                             (extract(epoch FROM at.t) * 1000000)::bigint,
+                             (SELECT max(change_seq) FROM messages WHERE thread_id = $1) + 1), true
+                         FROM at
                          RETURNING {COLUMNS}"
                     ),
                     &[
@@ -137,7 +145,7 @@ impl PgTier {
             async |c| {
                 let rs = c
                     .query_typed(
-                        "SELECT thread_id, max(created_at), array_agg(id), array_agg(client_message_id)
+                        "SELECT thread_id, max(created_at), array_agg(id), array_agg(client_message_id), max(change_seq)
                      FROM messages WHERE needs_reconcile GROUP BY thread_id LIMIT 1000",
                         &[],
                     )
@@ -154,6 +162,7 @@ impl PgTier {
                         Ok(PendingReconcile {
                             thread: r.try_get(0)?,
                             newest: Timestamp::from_datetime(r.try_get(1)?),
+                            newest_seq: r.try_get(4)?,
                             keys: idem,
                             ids,
                         })

@@ -79,11 +79,15 @@ impl RedisTier {
         &self,
         thread: &str,
         last: Timestamp,
+        seq: i64,
         idem: &[(String, MessageId)],
         idem_ttl_s: u64,
     ) -> Result<(), RedisFault> {
-        let mut call =
-            Call::new(&RECONCILE).key(keys::meta(thread)).arg("last", last.micros()).arg("key_ttl", idem_ttl_s);
+        let mut call = Call::new(&RECONCILE)
+            .key(keys::meta(thread))
+            .arg("last", last.micros())
+            .arg("seq", seq)
+            .arg("key_ttl", idem_ttl_s);
         for (k, id) in idem {
             let tid = ThreadId::parse(thread).map_err(|e| protocol(&e.to_string()))?;
             call = call.key(keys::idempotency(&tid, k)).item(id.to_string());

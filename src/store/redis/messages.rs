@@ -69,6 +69,7 @@ impl RedisTier {
             .arg("thread", t)
             .arg("channel", keys::channel(t))
             .arg("head", parts.head)
+            .arg("mid", parts.mid)
             .arg("tail", parts.tail)
             .arg("field", wire::ENTRY_FIELD)
             .arg("unpersisted", wire::UNPERSISTED)
@@ -85,22 +86,24 @@ impl RedisTier {
         let reply: Vec<Value> = self.call("save", |mut c| async move { inv.invoke_async(&mut c).await }).await?;
         match reply.first().and_then(bytes) {
             Some(b"ok") => {
-                // The script answers with the createdAt it assigned; the rest
-                // of the message is what was sent (no need to parse it back).
-                let created = match reply.get(1) {
-                    Some(Value::Int(us)) => *us,
+                // The script answers with the createdAt and change sequence
+                // it assigned; the rest of the message is what was sent (no
+                // need to parse it back).
+                let number = |i: usize, what: &str| match reply.get(i) {
+                    Some(Value::Int(n)) => Ok(*n),
                     other => other
                         .and_then(bytes)
                         .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
-                        .ok_or_else(|| protocol("save createdAt"))?,
+                        .ok_or_else(|| protocol(what)),
                 };
-                Ok(SaveOutcome::Saved(m.to_message(Timestamp::from_micros(created))))
+                let (created, seq) = (number(1, "save createdAt")?, number(2, "save change sequence")?);
+                Ok(SaveOutcome::Saved(m.to_message(Timestamp::from_micros(created), seq)))
             }
             // A retry of a save that was applied: the stored body says when.
             Some(b"stored") => {
                 let stored =
                     reply.get(1).and_then(bytes).and_then(wire::decode_body).ok_or_else(|| protocol("stored body"))?;
-                Ok(SaveOutcome::Saved(m.to_message(stored.created_at)))
+                Ok(SaveOutcome::Saved(m.to_message(stored.created_at, stored.change_seq)))
             }
             Some(b"dup") => {
                 let id = reply
@@ -202,6 +205,17 @@ impl RedisTier {
         let keys_: Vec<(ThreadId, MessageId)> =
             ids.iter().filter_map(|s| MessageId::parse(s).ok()).map(|id| (thread.clone(), id)).collect();
         Ok((self.bodies(&keys_).await?.into_iter().flatten().collect(), gen.unwrap_or(0)))
+    }
+
+    /// The thread's last change sequence, while its Redis state is warm
+    /// (the save script keeps it; reconcile only raises it).
+    pub async fn last_change(&self, thread: &ThreadId) -> Result<Option<i64>, RedisFault> {
+        let key = keys::meta(thread.as_str());
+        self.call(
+            "last_change",
+            |mut c| async move { redis::cmd("HGET").arg(key).arg("seq").query_async(&mut c).await },
+        )
+        .await
     }
 
     /// The thread a message belongs to, while Redis knows it.
