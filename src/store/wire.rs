@@ -36,6 +36,24 @@ const ENTRY_HEAD: &str = "{\"c\":";
 /// Between createdAt and the change sequence.
 const ENTRY_MID: &str = ",\"q\":";
 
+/// The format pieces every script may use, as a Lua table `W` that
+/// `store/redis/script.rs` puts in front of each script when it is loaded:
+/// constants travel once, not with every call.
+pub fn lua_constants() -> String {
+    let pieces = [
+        ("head", ENTRY_HEAD),
+        ("mid", ENTRY_MID),
+        ("field", ENTRY_FIELD),
+        ("unpersisted", UNPERSISTED),
+        ("persisted", PERSISTED),
+        ("sep", EVENT_SEP),
+        ("prev_unknown", PREV_UNKNOWN),
+    ];
+    // Long brackets: no piece contains `]]`.
+    let fields: Vec<String> = pieces.iter().map(|(k, v)| format!("{k} = [[{v}]]")).collect();
+    format!("local W = {{ {} }}\n", fields.join(", "))
+}
+
 /// The JSON form of a message. Short names keep the hot path small.
 #[derive(Serialize, Deserialize)]
 struct Wire {
@@ -93,11 +111,8 @@ impl Wire {
 /// entry is `head` + createdAt + `mid` + change sequence + `tail`, the body
 /// the unpersisted flag + entry.
 pub struct SaveParts {
-    /// Everything before createdAt.
-    pub head: &'static str,
-    /// Between createdAt and the change sequence.
-    pub mid: &'static str,
-    /// Everything after the change sequence.
+    /// Everything after the change sequence (`W.head` and `W.mid` of
+    /// [`lua_constants`] come before).
     pub tail: String,
 }
 
@@ -108,7 +123,7 @@ impl SaveParts {
         let wire = Wire { c: None, q: None, ..Wire::from_owned(m.to_message(Timestamp::from_micros(0), 0)) };
         // `{"id":…}` without `c`: the tail is `,"id":…}`.
         let json = serde_json::to_string(&wire)?;
-        Ok(SaveParts { head: ENTRY_HEAD, mid: ENTRY_MID, tail: format!(",{}", &json[1..]) })
+        Ok(SaveParts { tail: format!(",{}", &json[1..]) })
     }
 }
 
@@ -192,7 +207,7 @@ mod tests {
     /// What the save script builds from the parts, as `lua/save.lua` does.
     fn as_script_would(parts: &SaveParts, ts: i64, prev: &str) -> (String, String, String) {
         let seq = ts + 5;
-        let entry = format!("{}{ts}{}{seq}{}", parts.head, parts.mid, parts.tail);
+        let entry = format!("{ENTRY_HEAD}{ts}{ENTRY_MID}{seq}{}", parts.tail);
         let body = format!("{UNPERSISTED}{entry}");
         let event = format!("{prev}{EVENT_SEP}{body}");
         (entry, body, event)
@@ -220,6 +235,15 @@ mod tests {
             let decoded = decode_body(&encode_body(&m, persisted)).unwrap();
             assert_eq!(decoded.persisted, persisted);
             assert_eq!(Message { persisted: m.persisted, ..decoded }, m);
+        }
+    }
+
+    #[test]
+    fn the_lua_constants_hold_every_piece() {
+        let lua = lua_constants();
+        for piece in [ENTRY_HEAD, ENTRY_MID, ENTRY_FIELD, UNPERSISTED, PERSISTED, EVENT_SEP, PREV_UNKNOWN] {
+            assert!(!piece.contains("]]"), "{piece}");
+            assert!(lua.contains(&format!("[[{piece}]]")), "{lua}");
         }
     }
 

@@ -2,9 +2,10 @@
 --
 -- KEYS: meta hash, thread index zset, unpersisted zset, body, idempotency
 --       key (unused without A.keyed), persistence stream, locator
--- A: id, thread, channel (pub/sub); the entry as `head` .. createdAt ..
---    `mid` .. change sequence .. `tail` in stream field `field`, `unpersisted` its body flag, `sep` and
---    `prev_unknown` for the event (formats: `store/wire.rs`); keyed '1' with an idempotency key,
+-- A: id, thread, channel (pub/sub); the entry's `tail` (the entry is W.head
+--    .. createdAt .. W.mid .. change sequence .. tail, in stream field
+--    W.field; the body W.unpersisted .. entry; the event prev .. W.sep ..
+--    body: formats and W from `store/wire.rs`); keyed '1' with an idempotency key,
 --    key_ttl s; window (index size), ttl s (cache); refuse_cold '1' to
 --    refuse a keyed save on a cold thread; backlog: refuse when the stream
 --    holds this many entries (0: no bound); deadline µs since the epoch:
@@ -74,12 +75,12 @@ local seq_last = tonumber(m[3] or '0')
 if seq <= seq_last then seq = seq_last + 1 end
 local sq = string.format('%.0f', seq)
 -- Subscribers deliver straight from the event when 'prev' is the last
--- message they saw; prev_unknown (cold meta) makes them re-read the gap.
-local prev = A.prev_unknown
+-- message they saw; W.prev_unknown (cold meta) makes them re-read the gap.
+local prev = W.prev_unknown
 if warm then prev = string.format('%.0f', last) end
 
-local entry = A.head .. ts .. A.mid .. sq .. A.tail
-local full = A.unpersisted .. entry
+local entry = W.head .. ts .. W.mid .. sq .. A.tail
+local full = W.unpersisted .. entry
 redis.call('SET', body, full)
 redis.call('ZADD', idx, now, A.id)
 redis.call('ZADD', unp, now, A.id)
@@ -101,6 +102,6 @@ if keyed then
   redis.call('SET', idem, A.id, 'EX', A.key_ttl)
 end
 redis.call('SET', loc, A.thread)
-redis.call('XADD', stream, '*', A.field, entry)
-redis.call('PUBLISH', A.channel, prev .. A.sep .. full)
+redis.call('XADD', stream, '*', W.field, entry)
+redis.call('PUBLISH', A.channel, prev .. W.sep .. full)
 return {'ok', ts, sq}

@@ -38,7 +38,7 @@ impl RedisTier {
         if done.is_empty() {
             return Ok(());
         }
-        let mut call = Call::new(&MARK).arg("ttl", ttl_s).arg("persisted", wire::PERSISTED);
+        let mut call = Call::new(&MARK).arg("ttl", ttl_s);
         for (t, id) in done {
             call = call.key(keys::body(t, id)).key(keys::unpersisted(t)).key(keys::locator(id)).item(id.to_string());
         }

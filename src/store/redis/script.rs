@@ -1,17 +1,21 @@
 //! Calling the Lua scripts with named inputs. Every script starts with the
 //! prelude `lua/args.lua`, which turns `ARGV` into a table of named values
 //! `A` and a list `L`, so a script reads `A.ttl` instead of `ARGV[6]` and
-//! an argument added later cannot shift the others. Keys stay in `KEYS`
+//! an argument added later cannot shift the others; then the byte-format
+//! constants `W` (owned by `store/wire.rs`), loaded once with the script. Keys stay in `KEYS`
 //! (Redis Cluster routes by them), each script naming its keys up front.
 
 use bb8_redis::redis::{Script, ScriptInvocation, ToRedisArgs};
 
-/// A script with the prelude, from `store/lua/<name>.lua`.
+/// A script from `store/lua/<name>.lua`, after the prelude and the format
+/// constants `W` of [`crate::store::wire::lua_constants`].
 macro_rules! script {
     ($name:literal) => {
         std::sync::LazyLock::new(|| {
-            bb8_redis::redis::Script::new(concat!(
+            bb8_redis::redis::Script::new(&format!(
+                "{}{}{}",
                 include_str!("../lua/args.lua"),
+                $crate::store::wire::lua_constants(),
                 include_str!(concat!("../lua/", $name, ".lua"))
             ))
         })
