@@ -94,6 +94,7 @@ async fn the_change_sequence_rises_through_redis_failover_and_hand_back() {
         app.save(t, &format!("after {i}")).await;
     }
     let (n, after) = page_and_cursor(&app, t).await;
+    assert_eq!(n, 12, "every message in the page after the hand-back");
     assert!(after > during, "cursor {during} -> {after} after the hand-back");
 
     app.wait_drained(Duration::from_secs(30)).await;
