@@ -1,6 +1,7 @@
 //! Domain types: everything the API accepts is parsed into these newtypes at
 //! the edge, so the store never sees an unchecked string. No I/O here.
 
+mod change;
 mod cursor;
 mod input;
 mod message;
@@ -8,6 +9,7 @@ mod message;
 mod props;
 mod time;
 
+pub use change::{decide_edit, EditOutcome, EditRequest, MessageVersion, Refusal};
 pub use cursor::{Cursor, EventCursor, OrderKey};
 pub use input::{ClientMessageId, Content, Metadata, ThreadId, UserId, ValidationError};
 pub use message::{Message, MessageId, NewMessage, Role};

@@ -8,7 +8,7 @@
 
 use async_graphql::ErrorExtensions;
 
-use crate::domain::ValidationError;
+use crate::domain::{Refusal, ValidationError};
 use crate::store::StoreError;
 
 /// Stable error codes clients can branch on.
@@ -33,6 +33,12 @@ pub mod code {
     pub const FORBIDDEN: &str = "FORBIDDEN";
     /// Over a per-principal limit; `extensions.retryAfter` says when to retry (seconds).
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// No such message (or not one the caller may read).
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// `expectedVersion` is not the message's version; `extensions.currentVersion` is.
+    pub const VERSION_CONFLICT: &str = "VERSION_CONFLICT";
+    /// The message is a tombstone.
+    pub const MESSAGE_DELETED: &str = "MESSAGE_DELETED";
     /// Anything else; the message is generic.
     pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
 }
@@ -60,6 +66,15 @@ pub enum Error {
         /// Seconds until a retry can succeed.
         retry_after_secs: u64,
     },
+    /// No such message, or not one the caller may read.
+    NotFound,
+    /// The message is at another version.
+    VersionConflict {
+        /// Its version now.
+        current: i32,
+    },
+    /// The message is a tombstone.
+    MessageDeleted,
     /// A bug or an unexpected failure; the string is for logs only.
     Internal(String),
 }
@@ -86,6 +101,9 @@ impl From<StoreError> for Error {
         match e {
             StoreError::Unavailable { maybe_stored } => Error::StorageUnavailable { maybe_stored },
             StoreError::IdempotencyKeyReused => Error::IdempotencyKeyReused,
+            StoreError::Refused(Refusal::NotFound) => Error::NotFound,
+            StoreError::Refused(Refusal::VersionConflict { current }) => Error::VersionConflict { current },
+            StoreError::Refused(Refusal::Deleted) => Error::MessageDeleted,
             StoreError::Internal(msg) => Error::Internal(msg),
         }
     }
@@ -102,6 +120,10 @@ impl From<Error> for async_graphql::Error {
         let maybe_stored = matches!(e, Error::StorageUnavailable { maybe_stored: true });
         let retry_after = match e {
             Error::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            _ => None,
+        };
+        let current_version = match e {
+            Error::VersionConflict { current } => Some(current),
             _ => None,
         };
         let (code, message) = match e {
@@ -124,6 +146,11 @@ impl From<Error> for async_graphql::Error {
             Error::Unauthenticated => (code::UNAUTHENTICATED, "a valid bearer token is required".into()),
             Error::Forbidden => (code::FORBIDDEN, "not allowed on this thread".into()),
             Error::RateLimited { .. } => (code::RATE_LIMITED, "too many requests; retry later".into()),
+            Error::NotFound => (code::NOT_FOUND, "no such message".into()),
+            Error::VersionConflict { .. } => {
+                (code::VERSION_CONFLICT, "the message changed since that version: read it and decide again".into())
+            }
+            Error::MessageDeleted => (code::MESSAGE_DELETED, "the message was deleted".into()),
             Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 (code::INTERNAL, "internal server error".into())
@@ -138,6 +165,9 @@ impl From<Error> for async_graphql::Error {
             }
             if let Some(secs) = retry_after {
                 ext.set("retryAfter", secs);
+            }
+            if let Some(v) = current_version {
+                ext.set("currentVersion", v);
             }
         })
     }

@@ -267,6 +267,11 @@ impl Metrics {
         metrics::counter!("threadstore_saves_total").increment(1);
     }
 
+    /// An acknowledged change of a stored message (an edit).
+    pub fn change(&self) {
+        metrics::counter!("threadstore_changes_total").increment(1);
+    }
+
     /// A thread read.
     pub fn read(&self) {
         self.inner.reads.hit(self.now_s());

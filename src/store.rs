@@ -26,6 +26,7 @@
 //! above the store.
 
 mod access;
+mod change;
 mod connect;
 mod failover;
 pub mod model;
@@ -45,7 +46,7 @@ pub use read::Page;
 use std::sync::Arc;
 
 use crate::config::PersistSettings;
-use crate::domain::Message;
+use crate::domain::{Message, Refusal};
 use crate::metrics::Metrics;
 use failover::{breaker::Breaker, reconcile::ReconcileState};
 use persistence::backpressure::Backpressure;
@@ -90,6 +91,9 @@ pub enum StoreError {
     /// Idempotency key reused with another payload.
     #[error("idempotency key reused")]
     IdempotencyKeyReused,
+    /// A change did not apply to the message as it is (nothing stored).
+    #[error("change refused: {0:?}")]
+    Refused(Refusal),
     /// Unexpected failure (the text is for logs).
     #[error("internal: {0}")]
     Internal(String),

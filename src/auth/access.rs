@@ -26,6 +26,15 @@ pub enum Action {
     Manage,
 }
 
+/// Whether `caller` may change a message written by `author`: its author,
+/// a service principal, or anyone without authentication (SPEC §7).
+pub fn may_change(caller: &Caller, author: Option<&str>) -> bool {
+    match caller.principal() {
+        None => true,
+        Some(p) => p.service || author == Some(p.id.as_str()),
+    }
+}
+
 /// Allows `action` on `thread` for `caller`, or says why not.
 pub async fn authorize(store: &MessageStore, caller: &Caller, thread: &ThreadId, action: Action) -> Result<(), Error> {
     let Some(p) = caller.principal() else {

@@ -109,6 +109,8 @@ impl NewMessage {
             author_id: self.author_id.clone(),
             created_at,
             change_seq,
+            version: 1,
+            edited_at: None,
             persisted: false,
         }
     }
@@ -145,6 +147,10 @@ pub struct Message {
     /// a per-thread logical clock in microseconds, strictly increasing over
     /// the thread's changes, with gaps (see `migrations/V3__change_seq.sql`).
     pub change_seq: i64,
+    /// 1 when created, +1 per edit.
+    pub version: i32,
+    /// When it was last edited.
+    pub edited_at: Option<Timestamp>,
     /// True once PostgreSQL holds it.
     pub persisted: bool,
 }

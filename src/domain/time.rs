@@ -13,6 +13,11 @@ impl Timestamp {
         Self(us)
     }
 
+    /// This host's clock now.
+    pub fn now() -> Self {
+        Self::from_datetime(OffsetDateTime::now_utc())
+    }
+
     /// Microseconds since the epoch.
     pub fn micros(self) -> i64 {
         self.0

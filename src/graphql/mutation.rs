@@ -4,12 +4,12 @@ use async_graphql::{Context, Object};
 
 use std::sync::Arc;
 
-use async_graphql::ID;
+use async_graphql::{Json, ID};
 
 use super::guard::check;
 use super::types::{MessageCreate, MessageNode};
-use crate::auth::access::Action;
-use crate::domain::{ClientMessageId, Content, MessageId, Metadata, NewMessage, ThreadId, UserId};
+use crate::auth::access::{may_change, Action};
+use crate::domain::{ClientMessageId, Content, EditRequest, MessageId, Metadata, NewMessage, ThreadId, UserId};
 use crate::error::Error;
 use crate::rate::RateLimits;
 use crate::store::MessageStore;
@@ -40,6 +40,42 @@ impl Mutation {
         new.author_id = caller.author_id();
         let store = ctx.data::<MessageStore>()?;
         Ok(MessageNode(store.save(new).await?))
+    }
+
+    /// Edits a message: its author or a service principal. At least one of
+    /// `content` and `metadata`, validated as on create. With
+    /// `expectedVersion`, a message at another version answers
+    /// `VERSION_CONFLICT` (`extensions.currentVersion`), except a retry of
+    /// the edit that made it (same payload), which returns it as it is.
+    async fn edit_message(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        content: Option<String>,
+        metadata: Option<Json<serde_json::Value>>,
+        expected_version: Option<i32>,
+    ) -> Result<MessageNode, Error> {
+        let id = MessageId::parse(&id)?;
+        let req = EditRequest::new(
+            id,
+            content.map(Content::parse).transpose()?,
+            metadata.map(|j| Metadata::parse(j.0)).transpose()?,
+            expected_version,
+        )?;
+        let caller = super::guard::caller(ctx)?;
+        ctx.data::<Arc<RateLimits>>()?.check_save(caller)?;
+        let store = ctx.data::<MessageStore>()?;
+        let message = store.message(id).await?.ok_or(Error::NotFound)?;
+        let thread = ThreadId::parse(&message.thread_id)?;
+        match check(ctx, &thread, Action::Read).await {
+            // Not readable: the caller learns nothing about it.
+            Err(Error::Forbidden) => return Err(Error::NotFound),
+            other => other?,
+        };
+        if !may_change(caller, message.author_id.as_deref()) {
+            return Err(Error::Forbidden);
+        }
+        Ok(MessageNode(store.edit(&thread, &req).await?))
     }
 
     /// Adds a member to a thread: its owner or a service principal only.

@@ -142,6 +142,14 @@ impl MessageNode {
     async fn persisted(&self) -> bool {
         self.0.persisted
     }
+    /// 1 when created, +1 per edit.
+    async fn version(&self) -> i32 {
+        self.0.version
+    }
+    /// When it was last edited.
+    async fn edited_at(&self) -> Option<DateTime> {
+        self.0.edited_at.map(DateTime)
+    }
 }
 
 /// Latency of one tier.

@@ -2,7 +2,7 @@
 //! the store's tunables and a thread's access. They sit below the tiers, so
 //! the tiers and the facade both import them and neither imports the other.
 
-use crate::domain::OrderKey;
+use crate::domain::{Message, MessageVersion, OrderKey};
 
 /// Sort direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,16 @@ pub struct StoreConfig {
     /// How long a request keeps asking a slow Redis while PostgreSQL is
     /// known to be down (failing over would only fail).
     pub patience: std::time::Duration,
+}
+
+/// A change of a stored message as the persister applies it: the state
+/// after it, and the version it replaced (history keeps that).
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The message after the change (its `change_seq` orders it).
+    pub message: Message,
+    /// The version it replaced; `None` for entries written without one.
+    pub replaced: Option<MessageVersion>,
 }
 
 /// What a user may do on a thread, as stored.

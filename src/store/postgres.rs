@@ -19,8 +19,11 @@ use crate::domain::{Message, MessageId, OrderKey, Role, Timestamp};
 use crate::metrics::{Metrics, Tier};
 
 mod access;
+mod changes;
 mod reads;
 mod writes;
+
+pub use changes::EditResult;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -75,7 +78,8 @@ pub struct PgTier {
     down: Arc<AtomicBool>,
 }
 
-const COLUMNS: &str = "id, thread_id, role, content, metadata, client_message_id, created_at, author_id, change_seq";
+const COLUMNS: &str =
+    "id, thread_id, role, content, metadata, client_message_id, created_at, author_id, change_seq, version, edited_at";
 
 fn row_to_message(r: &Row) -> Result<Message, PgFault> {
     let role: String = r.try_get(2).map_err(PgFault::from)?;
@@ -90,6 +94,8 @@ fn row_to_message(r: &Row) -> Result<Message, PgFault> {
         author_id: r.try_get(7).map_err(PgFault::from)?,
         created_at: Timestamp::from_datetime(created),
         change_seq: r.try_get(8).map_err(PgFault::from)?,
+        version: r.try_get(9).map_err(PgFault::from)?,
+        edited_at: r.try_get::<_, Option<OffsetDateTime>>(10).map_err(PgFault::from)?.map(Timestamp::from_datetime),
         persisted: true,
     })
 }

@@ -24,15 +24,19 @@ fn in_range(q: &PageQuery, k: OrderKey) -> bool {
 }
 
 /// Merges PostgreSQL rows with unpersisted Redis messages into the page `q`
-/// asks for: union by id (PostgreSQL's copy wins), thread order, then cut.
+/// asks for: union by id (the later version wins: an edit not yet
+/// persisted; at the same version PostgreSQL's copy), thread order, then cut.
 fn merge(q: &PageQuery, pg: Vec<Message>, unpersisted: Vec<Message>) -> Vec<Message> {
-    let mut seen = HashSet::new();
-    let mut all: Vec<Message> = pg
-        .into_iter()
-        .chain(unpersisted)
-        .filter(|m| in_range(q, m.order_key()))
-        .filter(|m| seen.insert(m.id))
-        .collect();
+    let mut best: HashMap<MessageId, Message> = HashMap::new();
+    for m in pg.into_iter().chain(unpersisted).filter(|m| in_range(q, m.order_key())) {
+        match best.get(&m.id) {
+            Some(kept) if kept.version >= m.version => {}
+            _ => {
+                best.insert(m.id, m);
+            }
+        }
+    }
+    let mut all: Vec<Message> = best.into_values().collect();
     all.sort_by_key(Message::order_key);
     let (order, skip, take) = match *q {
         PageQuery::Offset { order, offset, limit } => (order, offset as usize, limit as usize),
@@ -232,6 +236,8 @@ mod tests {
             author_id: None,
             created_at: Timestamp::from_micros(us),
             change_seq: us,
+            version: 1,
+            edited_at: None,
             persisted,
         }
     }

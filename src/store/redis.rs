@@ -8,6 +8,7 @@
 //! into a fast [`RedisFault`] the circuit breaker can count, never a hang.
 
 mod acl;
+pub mod changes;
 pub mod keys;
 pub mod maintenance;
 pub mod messages;

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Message, MessageId, NewMessage, Role, Timestamp};
+use crate::domain::{Message, MessageId, MessageVersion, NewMessage, Role, Timestamp};
 
 /// First byte of a body PostgreSQL does not hold yet.
 pub const UNPERSISTED: &str = "0";
@@ -24,6 +24,9 @@ pub const UNPERSISTED: &str = "0";
 pub const PERSISTED: &str = "1";
 /// The stream entry field holding the entry.
 pub const ENTRY_FIELD: &str = "b";
+/// The stream entry field holding the version an edit replaced (for
+/// history), beside the entry so a body stays the flag + the entry.
+pub const REPLACED_FIELD: &str = "p";
 /// Separates `prev` from the body in a saved event.
 pub const EVENT_SEP: &str = "|";
 /// `prev` of a saved event when the thread's previous message is unknown
@@ -44,6 +47,7 @@ pub fn lua_constants() -> String {
         ("head", ENTRY_HEAD),
         ("mid", ENTRY_MID),
         ("field", ENTRY_FIELD),
+        ("replaced", REPLACED_FIELD),
         ("unpersisted", UNPERSISTED),
         ("persisted", PERSISTED),
         ("sep", EVENT_SEP),
@@ -73,6 +77,22 @@ struct Wire {
     k: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     a: Option<String>,
+    /// Version; absent means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    v: Option<i32>,
+    /// editedAt µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e: Option<i64>,
+}
+
+/// The JSON form of a replaced version.
+#[derive(Serialize, Deserialize)]
+struct WireVersion {
+    v: i32,
+    b: String,
+    #[serde(default)]
+    m: Option<serde_json::Value>,
+    w: i64,
 }
 
 impl Wire {
@@ -87,6 +107,8 @@ impl Wire {
             m: m.metadata,
             k: m.client_message_id,
             a: m.author_id,
+            v: (m.version != 1).then_some(m.version),
+            e: m.edited_at.map(Timestamp::micros),
         }
     }
 
@@ -102,29 +124,54 @@ impl Wire {
             author_id: self.a,
             created_at: Timestamp::from_micros(created),
             change_seq: self.q.unwrap_or(created),
+            version: self.v.unwrap_or(1),
+            edited_at: self.e.map(Timestamp::from_micros),
             persisted,
         })
     }
 }
 
-/// A new message cut where the save script puts what it assigns: the
-/// entry is `head` + createdAt + `mid` + change sequence + `tail`, the body
-/// the unpersisted flag + entry.
-pub struct SaveParts {
+/// A message cut where a script puts what it assigns: the entry is
+/// `W.head` + createdAt + `W.mid` + change sequence + `tail`, the body the
+/// unpersisted flag + entry. A save assigns createdAt too; a change keeps
+/// the message's.
+pub struct EntryParts {
     /// Everything after the change sequence (`W.head` and `W.mid` of
     /// [`lua_constants`] come before).
     pub tail: String,
 }
 
-impl SaveParts {
-    /// The pieces of `m`'s entry.
-    pub fn of(m: &NewMessage) -> Result<Self, serde_json::Error> {
-        // createdAt and the change sequence are the script's to fill in.
-        let wire = Wire { c: None, q: None, ..Wire::from_owned(m.to_message(Timestamp::from_micros(0), 0)) };
-        // `{"id":…}` without `c`: the tail is `,"id":…}`.
-        let json = serde_json::to_string(&wire)?;
-        Ok(SaveParts { tail: format!(",{}", &json[1..]) })
+impl EntryParts {
+    /// The pieces of a new message's entry.
+    pub fn of_new(m: &NewMessage) -> Result<Self, serde_json::Error> {
+        Self::of(m.to_message(Timestamp::from_micros(0), 0))
     }
+
+    /// The pieces of a changed message's entry.
+    pub fn of_change(m: &Message) -> Result<Self, serde_json::Error> {
+        Self::of(m.clone())
+    }
+
+    fn of(m: Message) -> Result<Self, serde_json::Error> {
+        // createdAt and the change sequence are the script's to fill in.
+        let wire = Wire { c: None, q: None, ..Wire::from_owned(m) };
+        // `{"id":…}` without `c` and `q`: the tail is `,"id":…}`.
+        let json = serde_json::to_string(&wire)?;
+        Ok(EntryParts { tail: format!(",{}", &json[1..]) })
+    }
+}
+
+/// The replaced version an edit's stream entry carries.
+pub fn encode_version(v: &MessageVersion) -> Vec<u8> {
+    let wire = WireVersion { v: v.version, b: v.content.clone(), m: v.metadata.clone(), w: v.written_at.micros() };
+    // Serializing plain data into a Vec cannot fail.
+    serde_json::to_vec(&wire).unwrap_or_default()
+}
+
+/// A replaced version back from a stream entry.
+pub fn decode_version(raw: &[u8]) -> Option<MessageVersion> {
+    let w: WireVersion = serde_json::from_slice(raw).ok()?;
+    Some(MessageVersion { version: w.v, content: w.b, metadata: w.m, written_at: Timestamp::from_micros(w.w) })
 }
 
 /// A body: the persisted flag, then the entry.
@@ -205,7 +252,7 @@ mod tests {
     }
 
     /// What the save script builds from the parts, as `lua/save.lua` does.
-    fn as_script_would(parts: &SaveParts, ts: i64, prev: &str) -> (String, String, String) {
+    fn as_script_would(parts: &EntryParts, ts: i64, prev: &str) -> (String, String, String) {
         let seq = ts + 5;
         let entry = format!("{ENTRY_HEAD}{ts}{ENTRY_MID}{seq}{}", parts.tail);
         let body = format!("{UNPERSISTED}{entry}");
@@ -216,7 +263,7 @@ mod tests {
     #[test]
     fn the_script_pieces_decode_to_the_message_saved() {
         let new = new_message();
-        let (entry, body, event) = as_script_would(&SaveParts::of(&new).unwrap(), 42, "41");
+        let (entry, body, event) = as_script_would(&EntryParts::of_new(&new).unwrap(), 42, "41");
         let expected = new.to_message(Timestamp::from_micros(42), 47);
         assert_eq!(decode_entry(entry.as_bytes()), Some(expected.clone()));
         assert_eq!(decode_body(body.as_bytes()), Some(expected.clone()));
@@ -224,7 +271,7 @@ mod tests {
             WireEvent::Saved { prev, message } => assert_eq!((prev, message), (Some(41), expected)),
             other => panic!("{other:?}"),
         }
-        let (_, _, unknown) = as_script_would(&SaveParts::of(&new).unwrap(), 42, PREV_UNKNOWN);
+        let (_, _, unknown) = as_script_would(&EntryParts::of_new(&new).unwrap(), 42, PREV_UNKNOWN);
         assert!(matches!(decode_event(unknown.as_bytes()), WireEvent::Saved { prev: None, .. }));
     }
 
@@ -241,10 +288,24 @@ mod tests {
     #[test]
     fn the_lua_constants_hold_every_piece() {
         let lua = lua_constants();
-        for piece in [ENTRY_HEAD, ENTRY_MID, ENTRY_FIELD, UNPERSISTED, PERSISTED, EVENT_SEP, PREV_UNKNOWN] {
+        for piece in
+            [ENTRY_HEAD, ENTRY_MID, ENTRY_FIELD, REPLACED_FIELD, UNPERSISTED, PERSISTED, EVENT_SEP, PREV_UNKNOWN]
+        {
             assert!(!piece.contains("]]"), "{piece}");
             assert!(lua.contains(&format!("[[{piece}]]")), "{lua}");
         }
+    }
+
+    #[test]
+    fn an_edited_message_and_its_replaced_version_round_trip() {
+        let mut m = new_message().to_message(Timestamp::from_micros(7), 9);
+        m.version = 3;
+        m.edited_at = Some(Timestamp::from_micros(20));
+        let parts = EntryParts::of_change(&m).unwrap();
+        let entry = format!("{ENTRY_HEAD}7{ENTRY_MID}30{}", parts.tail);
+        assert_eq!(decode_entry(entry.as_bytes()), Some(Message { change_seq: 30, ..m.clone() }));
+        let old = MessageVersion::of(&new_message().to_message(Timestamp::from_micros(7), 9));
+        assert_eq!(decode_version(&encode_version(&old)), Some(old));
     }
 
     #[test]

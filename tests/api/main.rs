@@ -6,6 +6,7 @@ mod helpers;
 mod bad_input;
 mod change_seq;
 mod edges;
+mod edits;
 mod failover;
 mod messages;
 mod optional_args;

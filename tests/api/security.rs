@@ -342,3 +342,38 @@ async fn rs256_and_es256_tokens_verify_with_a_public_key_file() {
         assert_eq!(status, 401, "{alg:?}: HS256 with the public key must not verify");
     }
 }
+
+/// SPEC §7: the author or a service principal edits; another member is
+/// refused, a non-member learns nothing (not found), and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_author_or_a_service_principal_edits() {
+    const EDIT: &str = "mutation($id: ID!, $c: String) { editMessage(id: $id, content: $c) { content version } }";
+    let app = spawn_jwt().await;
+    let (alice, bob, eve) = (token("alice", json!({})), token("bob", json!({})), token("eve", json!({})));
+    let t = "edit-acl";
+    let saved = save_as(&app, &alice, t, "alice's").await;
+    let id = saved["data"]["saveMessage"]["id"].clone();
+    assert!(
+        gql_as(&app, Some(&alice), ADD, json!({ "t": t, "u": "bob" })).await.1["data"]["addThreadMember"]
+            == json!(true)
+    );
+
+    let (_, r) = gql_as(&app, Some(&bob), EDIT, json!({ "id": id, "c": "bob's" })).await;
+    assert_eq!(error_code(&r), "FORBIDDEN", "another member: {r}");
+    let (_, r) = gql_as(&app, Some(&eve), EDIT, json!({ "id": id, "c": "eve's" })).await;
+    assert_eq!(error_code(&r), "NOT_FOUND", "a non-member: {r}");
+    let (status, r) = gql_as(&app, None, EDIT, json!({ "id": id, "c": "anyone's" })).await;
+    assert_eq!((status, error_code(&r).as_str()), (401, "UNAUTHENTICATED"), "{r}");
+
+    let (_, r) = gql_as(&app, Some(&alice), EDIT, json!({ "id": id, "c": "alice's, edited" })).await;
+    assert_eq!(r["data"]["editMessage"], json!({ "content": "alice's, edited", "version": 2 }), "the author: {r}");
+    let (_, r) = gql_as(&app, Some(&service("bot")), EDIT, json!({ "id": id, "c": "moderated" })).await;
+    assert_eq!(r["data"]["editMessage"], json!({ "content": "moderated", "version": 3 }), "a service principal: {r}");
+
+    app.wait_drained(Duration::from_secs(30)).await;
+    let out = app
+        .pg
+        .server()
+        .psql(&app.db, &format!("SELECT content, version FROM messages WHERE id = '{}'", id.as_str().expect("id")));
+    assert_eq!(out.trim(), "moderated|3");
+}

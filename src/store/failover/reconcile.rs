@@ -23,6 +23,7 @@ use std::{
 use tokio::sync::{RwLock, RwLockReadGuard};
 
 use super::{breaker::Route, gate::Reconciled};
+use crate::domain::MessageId;
 use crate::store::MessageStore;
 
 /// Retry pace while reconciling fails (e.g. PostgreSQL is down): requests
@@ -113,6 +114,14 @@ impl MessageStore {
         if route == Route::Fallback || !self.reconcile.needed() {
             return Reconciled::Ready;
         }
+        // PostgreSQL known down: a reconcile could only wait out its pool
+        // timeout while holding every Redis call back (the exclusive gate),
+        // so the service would stall; Redis is the better tier meanwhile,
+        // as after a reconcile that failed on PostgreSQL. It runs once
+        // PostgreSQL answers again.
+        if self.pg.known_down() {
+            return Reconciled::Ready;
+        }
         // Waits for failover writes in flight; new ones wait for this.
         let _exclusive = self.reconcile.gate.write().await;
         if !self.reconcile.needed() {
@@ -163,8 +172,9 @@ impl MessageStore {
                 return Ok(());
             }
             for p in pending {
+                let written: Vec<MessageId> = p.ids.iter().copied().map(MessageId::from_uuid).collect();
                 self.redis
-                    .reconcile(&p.thread, p.newest, p.newest_seq, &p.keys, self.config.idempotency_ttl_s)
+                    .reconcile(&p.thread, p.newest, p.newest_seq, &p.keys, &written, self.config.idempotency_ttl_s)
                     .await
                     .map_err(|e| ReconcileError::Redis(e.to_string()))?;
                 self.pg.mark_reconciled(&p.thread, &p.ids).await.map_err(pg)?;

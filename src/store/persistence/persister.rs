@@ -26,10 +26,10 @@ use bb8_redis::redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PersistSettings;
-use crate::domain::MessageId;
+
 use crate::metrics::Metrics;
 use crate::store::postgres::PgTier;
-use crate::store::redis::{stream::Entry, RedisFault, RedisTier};
+use crate::store::redis::{maintenance::Persisted, stream::Entry, RedisFault, RedisTier};
 use crate::store::MessageStore;
 
 /// Longest the persister keeps draining after shutdown starts.
@@ -67,7 +67,7 @@ pub struct Persister {
     retry: Vec<Entry>,
     /// Committed but not yet acknowledged in Redis.
     unacked: Vec<String>,
-    unmarked: Vec<(String, MessageId)>,
+    unmarked: Vec<Persisted>,
     failures: HashMap<String, u32>,
 }
 

@@ -19,6 +19,16 @@ fn protocol(what: &str) -> RedisFault {
     RedisFault::Protocol(what.to_owned())
 }
 
+/// A change PostgreSQL now holds: its message and the exact stream entry.
+pub struct Persisted {
+    /// The thread.
+    pub thread: String,
+    /// The message.
+    pub id: MessageId,
+    /// The entry as it was in the stream.
+    pub entry: Vec<u8>,
+}
+
 /// What a cold read saw of a thread, for [`RedisTier::prime`].
 pub struct IndexSnapshot<'a> {
     /// Messages in the thread.
@@ -33,14 +43,21 @@ pub struct IndexSnapshot<'a> {
 
 impl RedisTier {
     /// Flags messages persisted, starts their cache TTL, drops them from the
-    /// unpersisted sets. Called only after PostgreSQL COMMIT.
-    pub async fn mark_persisted(&self, done: &[(String, MessageId)], ttl_s: u64) -> Result<(), RedisFault> {
+    /// unpersisted sets, where the body is still the persisted change (see
+    /// `lua/mark_persisted.lua`). Called only after PostgreSQL COMMIT.
+    pub async fn mark_persisted(&self, done: &[Persisted], ttl_s: u64) -> Result<(), RedisFault> {
         if done.is_empty() {
             return Ok(());
         }
         let mut call = Call::new(&MARK).arg("ttl", ttl_s);
-        for (t, id) in done {
-            call = call.key(keys::body(t, id)).key(keys::unpersisted(t)).key(keys::locator(id)).item(id.to_string());
+        for p in done {
+            let t = p.thread.as_str();
+            call = call
+                .key(keys::body(t, &p.id))
+                .key(keys::unpersisted(t))
+                .key(keys::locator(&p.id))
+                .item(p.id.to_string())
+                .item(p.entry.as_slice());
         }
         let inv = call.build();
         self.call("mark_persisted", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;
@@ -81,6 +98,7 @@ impl RedisTier {
         last: Timestamp,
         seq: i64,
         idem: &[(String, MessageId)],
+        written: &[MessageId],
         idem_ttl_s: u64,
     ) -> Result<(), RedisFault> {
         let mut call = Call::new(&RECONCILE)
@@ -91,6 +109,11 @@ impl RedisTier {
         for (k, id) in idem {
             let tid = ThreadId::parse(thread).map_err(|e| protocol(&e.to_string()))?;
             call = call.key(keys::idempotency(&tid, k)).item(id.to_string());
+        }
+        // A failover edit left Redis's cached copy stale: drop it (reads
+        // load PostgreSQL's).
+        for id in written {
+            call = call.key(keys::body(thread, id));
         }
         let inv = call.build();
         self.call("reconcile", |mut c| async move { inv.invoke_async::<i64>(&mut c).await }).await?;

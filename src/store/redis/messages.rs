@@ -9,7 +9,7 @@ use super::script::{script, Call};
 use super::{keys, RedisFault, RedisTier};
 use crate::domain::{Message, MessageId, NewMessage, OrderKey, ThreadId, Timestamp};
 use crate::store::model::{Order, PageQuery, StoreConfig};
-use crate::store::wire::{self, SaveParts};
+use crate::store::wire::{self, EntryParts};
 
 static SAVE: LazyLock<Script> = script!("save");
 static READ: LazyLock<Script> = script!("read_index");
@@ -28,11 +28,11 @@ pub enum SaveOutcome {
     BacklogFull,
 }
 
-fn protocol(what: &str) -> RedisFault {
+pub(super) fn protocol(what: &str) -> RedisFault {
     RedisFault::Protocol(what.to_owned())
 }
 
-fn bytes(v: &Value) -> Option<&[u8]> {
+pub(super) fn bytes(v: &Value) -> Option<&[u8]> {
     match v {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.as_bytes()),
@@ -43,7 +43,7 @@ fn bytes(v: &Value) -> Option<&[u8]> {
 /// When a call made now stops being waited for, in microseconds since the
 /// epoch (compared with Redis `TIME`: assumes clocks in sync to well under
 /// the call timeout, as NTP keeps them).
-fn deadline_micros(timeout: std::time::Duration) -> u64 {
+pub(super) fn deadline_micros(timeout: std::time::Duration) -> u64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     (now + timeout).as_micros() as u64
 }
@@ -53,7 +53,7 @@ impl RedisTier {
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %m.thread_id, message_id = %m.id))]
     pub async fn save(&self, m: &NewMessage, check_cold: bool, c: &StoreConfig) -> Result<SaveOutcome, RedisFault> {
         let t = m.thread_id.as_str();
-        let parts = SaveParts::of(m).map_err(|e| protocol(&e.to_string()))?;
+        let parts = EntryParts::of_new(m).map_err(|e| protocol(&e.to_string()))?;
         // Without a key the script leaves its idempotency slot alone; the
         // slot still names a key of the thread, as Cluster requires.
         let idem = keys::idempotency(&m.thread_id, m.client_message_id.as_ref().map_or("", |k| k.as_str()));

@@ -16,6 +16,8 @@ pub struct Entry {
     pub id: String,
     /// Message JSON; `None` when the entry was deleted while still pending.
     pub body: Option<Vec<u8>>,
+    /// The version an edit replaced (`store/wire.rs`), for history.
+    pub replaced: Option<Vec<u8>>,
 }
 
 pub use crate::metrics::QueueStats as StreamStats;
@@ -39,17 +41,17 @@ fn parse_entries(v: &Value) -> Vec<Entry> {
                 return None;
             };
             let id = text(pair.first()?)?;
-            let body = match pair.get(1) {
+            let field = |name: &str| match pair.get(1) {
                 Some(Value::Array(fields)) => fields
                     .chunks(2)
-                    .find(|kv| kv.first().and_then(text).as_deref() == Some(wire::ENTRY_FIELD))
+                    .find(|kv| kv.first().and_then(text).as_deref() == Some(name))
                     .and_then(|kv| match kv.get(1) {
                         Some(Value::BulkString(b)) => Some(b.clone()),
                         _ => None,
                     }),
                 _ => None,
             };
-            Some(Entry { id, body })
+            Some(Entry { id, body: field(wire::ENTRY_FIELD), replaced: field(wire::REPLACED_FIELD) })
         })
         .collect()
 }
@@ -187,8 +189,11 @@ impl RedisTier {
             .arg("reason")
             .arg(reason)
             .arg(wire::ENTRY_FIELD)
-            .arg(entry.body.clone().unwrap_or_default())
-            .ignore();
+            .arg(entry.body.clone().unwrap_or_default());
+        if let Some(replaced) = &entry.replaced {
+            pipe.arg(wire::REPLACED_FIELD).arg(replaced);
+        }
+        pipe.ignore();
         pipe.cmd("XACK").arg(keys::STREAM).arg(keys::GROUP).arg(&entry.id).ignore();
         pipe.cmd("XDEL").arg(keys::STREAM).arg(&entry.id).ignore();
         self.call("dead_letter", |mut c| async move { pipe.query_async::<()>(&mut c).await }).await

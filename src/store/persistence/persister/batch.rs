@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::Persister;
 use crate::domain::{Message, MessageId};
+use crate::store::model::Change;
 use crate::store::postgres::PgFault;
-use crate::store::redis::stream::Entry;
+use crate::store::redis::{maintenance::Persisted, stream::Entry};
 use crate::store::wire;
 
 enum Insert {
@@ -56,7 +57,7 @@ impl Persister {
         let mut stack = vec![(rows, good)];
         let mut retry = Vec::new();
         while let Some((rows, entries)) = stack.pop() {
-            match self.insert(&rows).await {
+            match self.insert(&rows, &entries).await {
                 Insert::Committed(Committed { inserted: n, orphans, stale }) => {
                     inserted += n;
                     self.metrics.persisted_batch(rows.len());
@@ -67,8 +68,11 @@ impl Persister {
                         tracing::warn!(thread_id = %s.thread_id, message_id = %s.id, "redis applied a save postgres already held; postgres's copy wins");
                         let _ = self.redis.replace_cached(s, self.cache_ttl_s).await;
                     }
-                    self.unmarked.extend(rows.iter().map(|m| (m.thread_id.clone(), m.id)));
-                    self.unacked.extend(entries.into_iter().map(|e| e.id));
+                    for (m, e) in rows.iter().zip(entries) {
+                        let entry = e.body.unwrap_or_default();
+                        self.unmarked.push(Persisted { thread: m.thread_id.clone(), id: m.id, entry });
+                        self.unacked.push(e.id);
+                    }
                 }
                 Insert::Unavailable => retry.extend(entries),
                 Insert::Rejected(reason) if rows.len() == 1 => {
@@ -99,7 +103,31 @@ impl Persister {
         }
     }
 
-    async fn insert(&self, rows: &[Message]) -> Insert {
+    /// New messages are inserted (idempotently); changes of stored ones
+    /// are applied by change sequence, in one statement with the versions
+    /// they replaced (see `PgTier::apply_changes`).
+    async fn insert(&self, rows: &[Message], entries: &[Entry]) -> Insert {
+        let (mut creates, mut changes) = (Vec::with_capacity(rows.len()), Vec::new());
+        for (m, e) in rows.iter().zip(entries) {
+            match e.replaced.as_deref().map(wire::decode_version) {
+                None if m.version == 1 => creates.push(m.clone()),
+                replaced => changes.push(Change { message: m.clone(), replaced: replaced.flatten() }),
+            }
+        }
+        if !changes.is_empty() {
+            match self.pg.apply_changes(&changes).await {
+                Ok(()) => {}
+                Err(PgFault::Unavailable(e) | PgFault::CommitUnknown(e)) => {
+                    tracing::warn!(error = %e, "postgres unavailable; batch kept for retry");
+                    return Insert::Unavailable;
+                }
+                Err(PgFault::Rejected(e)) => return Insert::Rejected(e),
+            }
+        }
+        self.insert_new(&creates).await
+    }
+
+    async fn insert_new(&self, rows: &[Message]) -> Insert {
         if rows.is_empty() {
             return Insert::Committed(Committed::default());
         }
