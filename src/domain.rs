@@ -9,7 +9,7 @@ mod message;
 mod props;
 mod time;
 
-pub use change::{decide_edit, EditOutcome, EditRequest, MessageVersion, Refusal};
+pub use change::{decide_edit, ChangeRequest, DeleteRequest, EditOutcome, EditRequest, MessageVersion, Refusal};
 pub use cursor::{Cursor, EventCursor, OrderKey};
 pub use input::{ClientMessageId, Content, Metadata, ThreadId, UserId, ValidationError};
 pub use message::{Message, MessageId, NewMessage, Role};

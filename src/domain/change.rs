@@ -1,7 +1,7 @@
-//! Changes to a stored message (SPEC §7): what an edit asks for, and the
-//! pure decision whether and how it applies to the message as it is now.
-//! Both tiers call [`decide_edit`] on the state they hold, so the rules live
-//! in one place.
+//! Changes to a stored message (SPEC §7): what an edit or a delete asks
+//! for, and the pure decision whether and how it applies to the message as
+//! it is now ([`ChangeRequest::decide`]). Both tiers decide on the state
+//! they hold with these, so the rules live in one place.
 
 use super::{Content, Message, MessageId, Metadata, Timestamp, ValidationError};
 
@@ -93,8 +93,68 @@ pub enum EditOutcome {
     AlreadyApplied(Message),
 }
 
+/// A change of one stored message, decided on its current state.
+pub trait ChangeRequest: Sync {
+    /// The message.
+    fn id(&self) -> MessageId;
+    /// What the change does to `current`.
+    fn decide(&self, current: &Message) -> Result<EditOutcome, Refusal>;
+}
+
+impl ChangeRequest for EditRequest {
+    fn id(&self) -> MessageId {
+        self.id
+    }
+
+    fn decide(&self, current: &Message) -> Result<EditOutcome, Refusal> {
+        decide_edit(current, self)
+    }
+}
+
+/// A validated `deleteMessage(mode: SOFT)`.
+#[derive(Debug, Clone)]
+pub struct DeleteRequest {
+    /// The message.
+    pub id: MessageId,
+    /// When it was deleted (the service's clock).
+    pub at: Timestamp,
+}
+
+impl DeleteRequest {
+    /// A soft delete of `id`, now.
+    pub fn soft(id: MessageId) -> Self {
+        Self { id, at: Timestamp::now() }
+    }
+}
+
+impl ChangeRequest for DeleteRequest {
+    fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// A tombstone keeps id, thread, author, createdAt (its place); content
+    /// becomes empty and metadata none, as a new version. Deleting a
+    /// tombstone returns it.
+    fn decide(&self, current: &Message) -> Result<EditOutcome, Refusal> {
+        if current.deleted_at.is_some() {
+            return Ok(EditOutcome::AlreadyApplied(current.clone()));
+        }
+        let replaced = MessageVersion::of(current);
+        let mut next = current.clone();
+        next.content = String::new();
+        next.metadata = None;
+        next.version = current.version + 1;
+        next.deleted_at = Some(self.at.max(replaced.written_at));
+        next.persisted = false;
+        Ok(EditOutcome::Apply(next, replaced))
+    }
+}
+
 /// Decides `req` against `current`.
 pub fn decide_edit(current: &Message, req: &EditRequest) -> Result<EditOutcome, Refusal> {
+    if current.deleted_at.is_some() {
+        return Err(Refusal::Deleted);
+    }
     if let Some(expected) = req.expected_version {
         if expected != current.version {
             if expected + 1 == current.version && req.same_payload(current) {
@@ -155,6 +215,19 @@ mod tests {
         assert_eq!(decide_edit(&v2, &edit("three", Some(1))), Err(Refusal::VersionConflict { current: 2 }));
         assert_eq!(decide_edit(&v2, &edit("two", Some(1))), Ok(EditOutcome::AlreadyApplied(v2.clone())));
         assert_eq!(decide_edit(&v2, &edit("two", Some(5))), Err(Refusal::VersionConflict { current: 2 }));
+    }
+
+    #[test]
+    fn a_delete_leaves_a_tombstone_once_and_tombstones_take_no_edits() {
+        let m = stored();
+        let del = DeleteRequest::soft(m.id);
+        let Ok(EditOutcome::Apply(tomb, old)) = del.decide(&m) else { panic!() };
+        assert_eq!((tomb.content.as_str(), &tomb.metadata, tomb.version), ("", &None, 2));
+        assert_eq!((old.version, old.content.as_str()), (1, "one"));
+        assert!(tomb.deleted_at.is_some() && tomb.created_at == m.created_at && tomb.author_id == m.author_id);
+        assert_eq!(del.decide(&tomb), Ok(EditOutcome::AlreadyApplied(tomb.clone())));
+        assert_eq!(decide_edit(&tomb, &edit("back", None)), Err(Refusal::Deleted));
+        assert_eq!(decide_edit(&tomb, &edit("back", Some(2))), Err(Refusal::Deleted));
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl NewMessage {
             change_seq,
             version: 1,
             edited_at: None,
+            deleted_at: None,
             persisted: false,
         }
     }
@@ -151,6 +152,8 @@ pub struct Message {
     pub version: i32,
     /// When it was last edited.
     pub edited_at: Option<Timestamp>,
+    /// When it was deleted: a tombstone (content empty, metadata none).
+    pub deleted_at: Option<Timestamp>,
     /// True once PostgreSQL holds it.
     pub persisted: bool,
 }

@@ -7,12 +7,17 @@ use std::sync::Arc;
 use async_graphql::{Json, ID};
 
 use super::guard::check;
-use super::types::{MessageCreate, MessageNode};
-use crate::auth::access::{may_change, Action};
-use crate::domain::{ClientMessageId, Content, EditRequest, MessageId, Metadata, NewMessage, ThreadId, UserId};
+use super::types::{DeleteMode, MessageCreate, MessageNode};
+use crate::auth::{
+    access::{may_change, Action},
+    Caller,
+};
+use crate::domain::{
+    ClientMessageId, Content, DeleteRequest, EditRequest, Message, MessageId, Metadata, NewMessage, ThreadId, UserId,
+};
 use crate::error::Error;
 use crate::rate::RateLimits;
-use crate::store::MessageStore;
+use crate::store::{Access, MessageStore};
 
 /// Root mutations.
 pub struct Mutation;
@@ -62,20 +67,38 @@ impl Mutation {
             metadata.map(|j| Metadata::parse(j.0)).transpose()?,
             expected_version,
         )?;
-        let caller = super::guard::caller(ctx)?;
-        ctx.data::<Arc<RateLimits>>()?.check_save(caller)?;
-        let store = ctx.data::<MessageStore>()?;
-        let message = store.message(id).await?.ok_or(Error::NotFound)?;
-        let thread = ThreadId::parse(&message.thread_id)?;
-        match check(ctx, &thread, Action::Read).await {
-            // Not readable: the caller learns nothing about it.
-            Err(Error::Forbidden) => return Err(Error::NotFound),
-            other => other?,
-        };
+        let (caller, thread, message) = readable(ctx, id).await?;
         if !may_change(caller, message.author_id.as_deref()) {
             return Err(Error::Forbidden);
         }
-        Ok(MessageNode(store.edit(&thread, &req).await?))
+        Ok(MessageNode(ctx.data::<MessageStore>()?.change(&thread, &req).await?))
+    }
+
+    /// Deletes a message: its author, the thread's owner or a service
+    /// principal. `SOFT` leaves a tombstone (content "", metadata null,
+    /// `deletedAt` set, a new version; the earlier version stays in
+    /// history). Deleting a tombstone returns it.
+    async fn delete_message(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(default_with = "Some(DeleteMode::Soft)")] mode: Option<DeleteMode>,
+    ) -> Result<MessageNode, Error> {
+        let id = MessageId::parse(&id)?;
+        let DeleteMode::Soft = mode.unwrap_or(DeleteMode::Soft);
+        let (caller, thread, message) = readable(ctx, id).await?;
+        let store = ctx.data::<MessageStore>()?;
+        if !may_change(caller, message.author_id.as_deref()) {
+            let owner =
+                match (caller.principal(), store.access(&thread, caller.principal().map(|p| p.id.as_str())).await?) {
+                    (Some(p), Access::Claimed { owner: Some(owner), .. }) => owner == p.id,
+                    _ => false,
+                };
+            if !owner {
+                return Err(Error::Forbidden);
+            }
+        }
+        Ok(MessageNode(store.change(&thread, &DeleteRequest::soft(id)).await?))
     }
 
     /// Adds a member to a thread: its owner or a service principal only.
@@ -88,6 +111,21 @@ impl Mutation {
     /// only. The member's live subscriptions to the thread end.
     async fn remove_thread_member(&self, ctx: &Context<'_>, thread_id: ID, user_id: ID) -> Result<bool, Error> {
         set_member(ctx, &thread_id, &user_id, false).await
+    }
+}
+
+/// The message a change names, if the caller may read it (else
+/// `NOT_FOUND`: the caller learns nothing about it), after the rate limit
+/// every write takes.
+async fn readable<'a>(ctx: &Context<'a>, id: MessageId) -> Result<(&'a Caller, ThreadId, Message), Error> {
+    let caller = super::guard::caller(ctx)?;
+    ctx.data::<Arc<RateLimits>>()?.check_save(caller)?;
+    let message = ctx.data::<MessageStore>()?.message(id).await?.ok_or(Error::NotFound)?;
+    let thread = ThreadId::parse(&message.thread_id)?;
+    match check(ctx, &thread, Action::Read).await {
+        Err(Error::Forbidden) => Err(Error::NotFound),
+        Err(e) => Err(e),
+        Ok(_) => Ok((caller, thread, message)),
     }
 }
 

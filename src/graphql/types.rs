@@ -150,6 +150,19 @@ impl MessageNode {
     async fn edited_at(&self) -> Option<DateTime> {
         self.0.edited_at.map(DateTime)
     }
+    /// When it was deleted: a tombstone (content "", metadata null) that
+    /// keeps its place in the thread.
+    async fn deleted_at(&self) -> Option<DateTime> {
+        self.0.deleted_at.map(DateTime)
+    }
+}
+
+/// How `deleteMessage` deletes. (`PURGE`, erasing every copy, is not
+/// offered yet.)
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+pub enum DeleteMode {
+    /// Leave a tombstone; history is kept.
+    Soft,
 }
 
 /// Latency of one tier.

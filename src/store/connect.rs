@@ -50,7 +50,10 @@ impl MessageStore {
             idempotency_ttl_s: r.idempotency_ttl().as_secs(),
             window: r.thread_window.max(1),
             backlog_limit: settings.persist.persist_backlog_limit,
-            patience: settings.limits.request_timeout() / 2,
+            // Long enough to ride out a loaded machine's stalls, short
+            // enough that a frozen Redis is reported (and counted by the
+            // breaker) well within the request deadline.
+            patience: (settings.limits.request_timeout() / 2).min(std::time::Duration::from_secs(1)),
         };
         let store = MessageStore::new(redis, pg, breaker, announce, config, metrics.clone());
         if !r.force_failover {

@@ -79,7 +79,8 @@ pub struct PgTier {
 }
 
 const COLUMNS: &str =
-    "id, thread_id, role, content, metadata, client_message_id, created_at, author_id, change_seq, version, edited_at";
+    "id, thread_id, role, content, metadata, client_message_id, created_at, author_id, change_seq, version, edited_at, \
+     deleted_at";
 
 fn row_to_message(r: &Row) -> Result<Message, PgFault> {
     let role: String = r.try_get(2).map_err(PgFault::from)?;
@@ -96,6 +97,7 @@ fn row_to_message(r: &Row) -> Result<Message, PgFault> {
         change_seq: r.try_get(8).map_err(PgFault::from)?,
         version: r.try_get(9).map_err(PgFault::from)?,
         edited_at: r.try_get::<_, Option<OffsetDateTime>>(10).map_err(PgFault::from)?.map(Timestamp::from_datetime),
+        deleted_at: r.try_get::<_, Option<OffsetDateTime>>(11).map_err(PgFault::from)?.map(Timestamp::from_datetime),
         persisted: true,
     })
 }

@@ -238,6 +238,7 @@ mod tests {
             change_seq: us,
             version: 1,
             edited_at: None,
+            deleted_at: None,
             persisted,
         }
     }

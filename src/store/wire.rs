@@ -83,6 +83,9 @@ struct Wire {
     /// editedAt µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     e: Option<i64>,
+    /// deletedAt µs (a tombstone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    d: Option<i64>,
 }
 
 /// The JSON form of a replaced version.
@@ -109,6 +112,7 @@ impl Wire {
             a: m.author_id,
             v: (m.version != 1).then_some(m.version),
             e: m.edited_at.map(Timestamp::micros),
+            d: m.deleted_at.map(Timestamp::micros),
         }
     }
 
@@ -126,6 +130,7 @@ impl Wire {
             change_seq: self.q.unwrap_or(created),
             version: self.v.unwrap_or(1),
             edited_at: self.e.map(Timestamp::from_micros),
+            deleted_at: self.d.map(Timestamp::from_micros),
             persisted,
         })
     }

@@ -3,7 +3,7 @@
 //! of write; later kinds plug into [`MessageStore::write`] with their own
 //! attempt and failover transaction.
 
-use super::failover::gate::Missed;
+use super::failover::gate::{one_try, Missed};
 use super::postgres::{FailoverOutcome, PgFault};
 use super::redis::{messages::SaveOutcome, RedisTier};
 use super::{MessageStore, StoreError};
@@ -43,6 +43,12 @@ impl MessageStore {
                 }
             }
         };
+        if self.pg.known_down() {
+            // Redis just failed and PostgreSQL's last call failed too:
+            // answer now rather than wait out PostgreSQL's timeout (the
+            // client retries with the same clientMessageId).
+            return Err(StoreError::Unavailable { maybe_stored: maybe_in_redis });
+        }
         let gate = self.reconcile.failover_gate().await;
         let result = failover(maybe_in_redis).await;
         drop(gate);
@@ -60,7 +66,7 @@ impl MessageStore {
         A: AsyncFnOnce() -> Attempt<T>,
     {
         match result {
-            Err(StoreError::Unavailable { maybe_stored }) if self.pg.known_down() => match attempt()().await {
+            Err(StoreError::Unavailable { maybe_stored }) if self.pg.known_down() => match one_try(attempt()()).await {
                 Attempt::Done(result) => result,
                 Attempt::FailOver { maybe_applied } => {
                     Err(StoreError::Unavailable { maybe_stored: maybe_stored || maybe_applied })

@@ -231,3 +231,49 @@ fn stream_fields(app: &TestApp) -> Vec<Vec<String>> {
         })
         .collect()
 }
+
+const DELETE: &str =
+    "mutation($id: ID!) { deleteMessage(id: $id) { id content metadata version deletedAt createdAt } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_delete_leaves_a_tombstone_in_place_through_both_tiers() {
+    for failover in [false, true] {
+        let app = TestApp::spawn_with(Options {
+            tweak: Box::new(move |s| s.redis.force_failover = failover),
+            ..Options::default()
+        })
+        .await;
+        let t = "delete-soft";
+        let first = saved_id(&app, t, "first").await;
+        let id = saved_id(&app, t, "secret").await;
+        let last = saved_id(&app, t, "last").await;
+        edited(&edit(&app, json!({ "id": id, "m": { "k": 1 } })).await);
+        let r = app.gql(DELETE, json!({ "id": id })).await;
+        let tomb = &r["data"]["deleteMessage"];
+        assert_eq!(
+            (&tomb["content"], &tomb["metadata"], &tomb["version"]),
+            (&json!(""), &Value::Null, &json!(3)),
+            "{r}"
+        );
+        assert!(tomb["deletedAt"].is_string(), "{r}");
+        // Deleting twice returns the tombstone; editing it is refused.
+        let again = app.gql(DELETE, json!({ "id": id })).await;
+        assert_eq!(again["data"]["deleteMessage"], *tomb, "failover={failover}");
+        let r = edit(&app, json!({ "id": id, "c": "back" })).await;
+        assert_eq!(error_code(&r), "MESSAGE_DELETED", "{r}");
+        // The tombstone keeps its place.
+        let r = app.gql(READ, json!({ "t": t })).await;
+        let ids: Vec<&Value> =
+            r["data"]["thread"]["messages"].as_array().expect("messages").iter().map(|m| &m["id"]).collect();
+        assert_eq!(ids, vec![&json!(first), &json!(id), &json!(last)], "failover={failover}");
+
+        app.wait_drained(Duration::from_secs(30)).await;
+        assert_eq!(pg_row(&app, &id), (String::new(), 3), "failover={failover}");
+        let out = app
+            .pg
+            .server()
+            .psql(&app.db, &format!("SELECT metadata IS NULL, deleted_at IS NOT NULL FROM messages WHERE id = '{id}'"));
+        assert_eq!(out.trim(), "t|t", "failover={failover}");
+        assert_eq!(pg_history(&app, &id), history(&[(1, "secret"), (2, "secret")]), "failover={failover}");
+    }
+}

@@ -377,3 +377,29 @@ async fn only_the_author_or_a_service_principal_edits() {
         .psql(&app.db, &format!("SELECT content, version FROM messages WHERE id = '{}'", id.as_str().expect("id")));
     assert_eq!(out.trim(), "moderated|3");
 }
+
+/// SPEC §7: the author, the thread's owner or a service principal deletes;
+/// another member may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_author_the_owner_or_a_service_principal_deletes() {
+    const DELETE: &str = "mutation($id: ID!) { deleteMessage(id: $id) { content version } }";
+    let app = spawn_jwt().await;
+    let (alice, bob, carol) = (token("alice", json!({})), token("bob", json!({})), token("carol", json!({})));
+    let t = "delete-acl";
+    save_as(&app, &alice, t, "alice opens").await;
+    for u in ["bob", "carol"] {
+        gql_as(&app, Some(&alice), ADD, json!({ "t": t, "u": u })).await;
+    }
+    let id = |r: Value| r["data"]["saveMessage"]["id"].clone();
+    let bobs = id(save_as(&app, &bob, t, "bob's").await);
+    let (_, r) = gql_as(&app, Some(&carol), DELETE, json!({ "id": bobs })).await;
+    assert_eq!(error_code(&r), "FORBIDDEN", "another member: {r}");
+    let (_, r) = gql_as(&app, Some(&alice), DELETE, json!({ "id": bobs })).await;
+    assert_eq!(r["data"]["deleteMessage"], json!({ "content": "", "version": 2 }), "the owner: {r}");
+    let carols = id(save_as(&app, &carol, t, "carol's").await);
+    let (_, r) = gql_as(&app, Some(&carol), DELETE, json!({ "id": carols })).await;
+    assert_eq!(r["data"]["deleteMessage"]["version"], json!(2), "the author: {r}");
+    let bobs2 = id(save_as(&app, &bob, t, "bob again").await);
+    let (_, r) = gql_as(&app, Some(&service("bot")), DELETE, json!({ "id": bobs2 })).await;
+    assert_eq!(r["data"]["deleteMessage"]["version"], json!(2), "a service principal: {r}");
+}

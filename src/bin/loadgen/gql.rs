@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 pub const SAVE_MUTATION: &str = "mutation($input: MessageCreate!) { saveMessage(input: $input) \
      { id threadId createdAt cursor persisted } }";
+const EDIT_MUTATION: &str = "mutation($id: ID!, $c: String) { editMessage(id: $id, content: $c) { version } }";
 pub const READ_QUERY: &str = "query($t: ID!) { thread(id: $t) \
      { messages(limit: 50, order: NEWEST_FIRST) { id content createdAt } } }";
 pub const METRICS_QUERY: &str = "query { storageMetrics { persistenceQueueDepth persistenceLagMs } }";
@@ -109,6 +110,15 @@ impl Gql {
             .and_then(Value::as_str)
             .map(str::to_string)
             .ok_or_else(|| anyhow!("saveMessage returned no id"))
+    }
+
+    /// `editMessage` of `id` to `content` (no expected version: the last
+    /// writer wins); returns the new version.
+    pub async fn edit_message(&self, id: &str, content: &str) -> Result<i64> {
+        let data = self.execute(EDIT_MUTATION, json!({ "id": id, "c": content })).await?;
+        data.pointer("/editMessage/version")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| anyhow!("editMessage returned no version"))
     }
 
     /// Newest 50 messages of a thread; returns how many came back.

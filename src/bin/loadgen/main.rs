@@ -68,6 +68,8 @@ enum Workload {
     Read,
     Subscribe,
     SaveFailover,
+    /// `editMessage`, each client editing its own message.
+    Edit,
 }
 
 impl Workload {
@@ -77,6 +79,7 @@ impl Workload {
             Workload::Read => "read",
             Workload::Subscribe => "subscribe",
             Workload::SaveFailover => "save-failover",
+            Workload::Edit => "edit",
         }
     }
 }
@@ -124,7 +127,7 @@ struct Args {
     /// Wait for in-flight events after the writer stops, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     sub_drain_ms: u64,
-    /// Workloads to run, comma separated [default: save,read,subscribe(,save-failover)].
+    /// Workloads to run, comma separated [default: save,read,edit,subscribe(,save-failover)].
     #[arg(long, value_enum, value_delimiter = ',')]
     workloads: Vec<Workload>,
     /// Size of each message's content, in bytes.
@@ -200,6 +203,7 @@ async fn main() -> Result<()> {
                 workload::closed_loop("save", &primary, Op::Save, &loop_cfg, &threads, Some(&counts)).await
             }
             Workload::Read => run_read(&args, &primary, &loop_cfg, &threads, &counts).await,
+            Workload::Edit => workload::closed_loop("edit", &primary, Op::Edit, &loop_cfg, &threads, None).await,
             Workload::Subscribe => {
                 let cfg = subscribe::SubConfig {
                     subscribers: args.subscribers,
@@ -254,7 +258,7 @@ async fn run_read(
 
 fn selected_workloads(args: &Args) -> Result<Vec<Workload>> {
     if args.workloads.is_empty() {
-        let mut all = vec![Workload::Save, Workload::Read, Workload::Subscribe];
+        let mut all = vec![Workload::Save, Workload::Read, Workload::Edit, Workload::Subscribe];
         if args.failover_url.is_some() {
             all.push(Workload::SaveFailover);
         }

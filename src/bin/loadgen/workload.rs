@@ -1,4 +1,4 @@
-//! Closed-loop HTTP workloads (`save`, `read`, `save-failover`).
+//! Closed-loop HTTP workloads (`save`, `read`, `edit`, `save-failover`).
 //!
 //! This file holds the closed loop and its workers; read seeding is in
 //! [`seeding`], the `storageMetrics` poller in [`poller`].
@@ -35,6 +35,8 @@ pub struct LoopConfig {
 pub enum Op {
     Save,
     Read,
+    /// Each client saves one message, then edits it back to back.
+    Edit,
 }
 
 /// Successful saves per thread index on the primary server, so that seeding
@@ -150,6 +152,13 @@ async fn worker(c: WorkerCtx) -> Result<WorkerOut> {
     let mut out = WorkerOut { hist: new_histogram()?, ok: 0, errors: 0, short_reads: 0, first_error: None };
     let mut rng = Rng::new(c.w as u64);
     let mut seq = 0u64;
+    // The message an `edit` client changes (saved before measuring).
+    let mut target = None;
+    if c.op == Op::Edit {
+        let thread = &c.threads[rng.below(c.threads.len())];
+        let content = make_content(&format!("lg edit w{} ", c.w), c.content_bytes);
+        target = Some(c.gql.save_message(thread, &content).await.context("saving the message to edit")?);
+    }
     loop {
         let t0 = Instant::now();
         if t0 >= c.end {
@@ -164,6 +173,10 @@ async fn worker(c: WorkerCtx) -> Result<WorkerOut> {
                 c.gql.save_message(thread, &content).await.map(|_| 50)
             }
             Op::Read => c.gql.read_newest(thread).await,
+            Op::Edit => {
+                let content = make_content(&format!("lg edit w{} v{seq} ", c.w), c.content_bytes);
+                c.gql.edit_message(target.as_deref().unwrap_or_default(), &content).await.map(|_| 50)
+            }
         };
         let latency = t0.elapsed();
         let recorded = t0 >= c.measure_from;

@@ -6,11 +6,23 @@
 //! it. Nothing else in the store touches the breaker: a Redis failure that
 //! a caller chooses to survive (a cache fill, a prime) is still counted.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::breaker::Route;
 use crate::store::redis::{RedisFault, RedisTier};
 use crate::store::MessageStore;
+
+tokio::task_local! {
+    /// Set while a write makes its last-chance Redis attempt.
+    static ONE_TRY: ();
+}
+
+/// Runs `attempt` with one try per Redis call and no patience: for the
+/// attempt a write makes after a failover that found PostgreSQL down, when
+/// the request has waited out one tier already and must answer soon.
+pub(in crate::store) async fn one_try<F: std::future::Future>(attempt: F) -> F::Output {
+    ONE_TRY.scope((), attempt).await
+}
 
 /// Why a Redis call gave no answer.
 #[derive(Debug)]
@@ -55,17 +67,24 @@ impl MessageStore {
 
     /// Like [`MessageStore::via_redis`], for calls that should not fail
     /// over lightly. A timeout on a Redis the breaker trusts is most often
-    /// this process descheduled past the deadline: it is asked once more.
+    /// this process descheduled past the deadline: it is asked twice more.
     /// And while PostgreSQL is known to be down, failing over would only
     /// fail: timeouts are asked again for as long as the store's patience
-    /// allows (half the request deadline). `call` builds each attempt.
+    /// allows (half the request deadline, at most 1 s). `call` builds each
+    /// attempt.
     pub(in crate::store) async fn via_redis_patiently<T, M, F>(&self, call: M) -> Result<T, Missed>
     where
         M: Fn() -> F,
         F: AsyncFnOnce(&RedisTier) -> Result<T, RedisFault>,
     {
         let started = Instant::now();
-        let mut again = 1;
+        // Two re-asks: a Redis the breaker trusts that misses one deadline
+        // is most often this process descheduled or an fsync stall on a
+        // loaded machine, and a failover costs more than 200 ms. A write's
+        // last chance (see [`one_try`]) has spent its patience already.
+        let last_chance = ONE_TRY.try_with(|_| ()).is_ok();
+        let mut again = if last_chance { 0 } else { 2 };
+        let patience = if last_chance { Duration::ZERO } else { self.config.patience };
         let mut timed_out = false;
         loop {
             // Routed before every try: the breaker may have opened, and
@@ -76,11 +95,13 @@ impl MessageStore {
                 return Err(if timed_out { Missed::Failed(RedisFault::Timeout) } else { Missed::Skipped });
             }
             let outcome = call()(&self.redis).await;
-            let patient = again > 0 || (self.pg.known_down() && started.elapsed() < self.config.patience);
+            let patient = again > 0 || (self.pg.known_down() && started.elapsed() < patience);
             match outcome {
                 // Asked again, and counted once: what the breaker weighs is
                 // the operation's outcome, not each try of it.
-                Err(RedisFault::Timeout) if patient && self.redis_in_use() => {
+                // With PostgreSQL known down Redis is asked again even when
+                // the breaker is open: it is the only tier left.
+                Err(RedisFault::Timeout) if patient && (self.redis_in_use() || self.pg.known_down()) => {
                     again -= 1;
                     timed_out = true;
                 }

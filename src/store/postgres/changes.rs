@@ -8,7 +8,7 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::{row_to_message, PgFault, PgTier, COLUMNS};
-use crate::domain::{decide_edit, EditOutcome, EditRequest, Message, MessageVersion, Refusal, Timestamp};
+use crate::domain::{ChangeRequest, EditOutcome, Message, MessageVersion, Refusal, Timestamp};
 use crate::store::model::Change;
 
 /// What a failover edit came to.
@@ -51,6 +51,8 @@ impl PgTier {
         let versions: Vec<i32> = latest.iter().map(|m| m.version).collect();
         let edited: Vec<Option<OffsetDateTime>> =
             latest.iter().map(|m| m.edited_at.map(Timestamp::to_datetime)).collect();
+        let deleted: Vec<Option<OffsetDateTime>> =
+            latest.iter().map(|m| m.deleted_at.map(Timestamp::to_datetime)).collect();
         let old: Vec<(&Message, &MessageVersion)> =
             changes.iter().filter_map(|c| c.replaced.as_ref().map(|r| (&c.message, r))).collect();
         let h_threads: Vec<&str> = old.iter().map(|(m, _)| m.thread_id.as_str()).collect();
@@ -65,11 +67,11 @@ impl PgTier {
                      INSERT INTO message_versions (thread_id, message_id, version, content, metadata, written_at)
                      SELECT * FROM unnest($11::text[], $12::uuid[], $13::int4[], $14::text[], $15::jsonb[], $16::timestamptz[])
                      ON CONFLICT DO NOTHING)
-                 INSERT INTO messages (thread_id, id, role, content, metadata, created_at, author_id, change_seq, version, edited_at)
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::text[], $8::int8[], $9::int4[], $10::timestamptz[])
+                 INSERT INTO messages (thread_id, id, role, content, metadata, created_at, author_id, change_seq, version, edited_at, deleted_at)
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::text[], $8::int8[], $9::int4[], $10::timestamptz[], $17::timestamptz[])
                  ON CONFLICT (thread_id, id) DO UPDATE SET
                      content = EXCLUDED.content, metadata = EXCLUDED.metadata, version = EXCLUDED.version,
-                     edited_at = EXCLUDED.edited_at, change_seq = EXCLUDED.change_seq
+                     edited_at = EXCLUDED.edited_at, deleted_at = EXCLUDED.deleted_at, change_seq = EXCLUDED.change_seq
                  WHERE messages.change_seq < EXCLUDED.change_seq",
                 &[
                     (&threads, Type::TEXT_ARRAY),
@@ -88,6 +90,7 @@ impl PgTier {
                     (&h_contents, Type::TEXT_ARRAY),
                     (&h_metas, Type::JSONB_ARRAY),
                     (&h_written, Type::TIMESTAMPTZ_ARRAY),
+                    (&deleted, Type::TIMESTAMPTZ_ARRAY),
                 ],
             )
             .await?;
@@ -96,18 +99,18 @@ impl PgTier {
         .await
     }
 
-    /// Failover edit: one transaction that takes the thread's row lock
-    /// (for the change sequence) and the message's, decides the edit on
+    /// Failover change: one transaction that takes the thread's row lock
+    /// (for the change sequence) and the message's, decides the change on
     /// PostgreSQL's copy, keeps the replaced version in history and flags
     /// the row for reconcile (Redis's cached copy is stale now).
     /// `thread`: the message's thread, as the caller found it.
     #[tracing::instrument(level = "debug", skip_all, fields(thread_id = %thread))]
-    pub async fn edit(&self, thread: &str, req: &EditRequest) -> Result<EditResult, PgFault> {
-        let id = req.id.as_uuid();
+    pub async fn change(&self, thread: &str, req: &impl ChangeRequest) -> Result<EditResult, PgFault> {
+        let id = req.id().as_uuid();
         // A second run after COMMIT was sent could apply the edit twice.
         let commit_sent = std::sync::atomic::AtomicBool::new(false);
         let result = self
-            .with_client("failover_edit", || {
+            .with_client("failover_change", || {
                 async |c| {
                     if commit_sent.load(std::sync::atomic::Ordering::SeqCst) {
                         return Err(PgFault::CommitUnknown("connection closed after COMMIT was sent".into()));
@@ -128,7 +131,7 @@ impl PgTier {
                         tx.commit().await?;
                         return Ok(EditResult::Unchanged(Err(Refusal::NotFound)));
                     };
-                    let (next, old) = match decide_edit(&current, req) {
+                    let (next, old) = match req.decide(&current) {
                         Ok(EditOutcome::Apply(next, old)) => (next, old),
                         Ok(EditOutcome::AlreadyApplied(m)) => return Ok(EditResult::Unchanged(Ok(m))),
                         Err(refusal) => return Ok(EditResult::Unchanged(Err(refusal))),
@@ -148,10 +151,11 @@ impl PgTier {
                     )
                     .await?;
                     let edited = next.edited_at.map(Timestamp::to_datetime);
+                    let deleted = next.deleted_at.map(Timestamp::to_datetime);
                     let updated = tx
                         .query_typed(
                             &format!(
-                                "UPDATE messages SET content = $3, metadata = $4, version = $5, edited_at = $6,
+                                "UPDATE messages SET content = $3, metadata = $4, version = $5, edited_at = $6, deleted_at = $7,
                                  needs_reconcile = true,
                                  change_seq = GREATEST(
                                      (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
@@ -165,6 +169,7 @@ impl PgTier {
                                 (&next.metadata.as_ref(), Type::JSONB),
                                 (&next.version, Type::INT4),
                                 (&edited, Type::TIMESTAMPTZ),
+                                (&deleted, Type::TIMESTAMPTZ),
                             ],
                         )
                         .await?;
